@@ -1,0 +1,1 @@
+"""stagewise library: plain Python used by the DVC stages (no Hydra, no CLI)."""

@@ -1,0 +1,74 @@
+"""Schema of params.yaml: every key a stage may read, with its type.
+
+The values live in conf/ (composed into params.yaml); these dataclasses only say which keys
+exist and what type each has, so a mistyped or unknown key fails before any work starts.
+Fields without a default must be present in params.yaml.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    source: str
+    root: str | None
+    image_size: int
+    channels: int
+    extensions: list[str]
+    max_bad_fraction: float
+
+
+@dataclass
+class SplitConfig:
+    strategy: str
+    valid_pct: float
+    test_pct: float
+    seed: int
+
+
+@dataclass
+class ModelConfig:
+    arch: str
+    widths: list[int] | None
+    dropout: float
+
+
+@dataclass
+class AugmentConfig:
+    rotate: float
+    translate: float
+    scale: float
+    flip: bool
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    pct_start: float
+    label_smoothing: float
+    device: str
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(0.0, 0.0, 0.0, False))
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str
+
+
+@dataclass
+class Config:
+    data: DataConfig
+    split: SplitConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    tracking: TrackingConfig
+    seed: int

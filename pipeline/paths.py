@@ -1,0 +1,92 @@
+"""Every file location the stages exchange, in one place.
+
+Locations are resolved from the project root (the folder holding this package), never from the
+working directory, so stages behave the same when DVC runs them from a temporary copy.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = PROJECT_ROOT
+
+    # ingest
+    @property
+    def manifest(self) -> Path:
+        return self.root / "data/ingested/manifest.parquet"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "data/ingested/images.npy"
+
+    @property
+    def ingest_report(self) -> Path:
+        return self.root / "data/ingested/report.json"
+
+    # split
+    @property
+    def split(self) -> Path:
+        return self.root / "data/split/split.parquet"
+
+    @property
+    def split_report(self) -> Path:
+        return self.root / "data/split/report.json"
+
+    # normalize-stats
+    @property
+    def normalize(self) -> Path:
+        return self.root / "data/stats/normalize.json"
+
+    # train
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "metrics/train.json"
+
+    @property
+    def train_history(self) -> Path:
+        return self.root / "plots/train/history.csv"
+
+    # evaluate / test-holdout
+    @property
+    def valid_metrics(self) -> Path:
+        return self.root / "metrics/valid.json"
+
+    @property
+    def valid_confusion(self) -> Path:
+        return self.root / "plots/valid/confusion.csv"
+
+    @property
+    def test_metrics(self) -> Path:
+        return self.root / "metrics/test.json"
+
+    # MLflow store
+    @property
+    def mlruns(self) -> Path:
+        return self.root / "mlruns"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files of one trained model; a folder so multirun jobs can each keep their own."""
+
+    dir: Path
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / "model.safetensors"
+
+    @property
+    def spec(self) -> Path:
+        return self.dir / "model.json"
+
+    @property
+    def run(self) -> Path:
+        return self.dir / "run.json"

@@ -1,0 +1,187 @@
+"""MLflow bookkeeping: the only module (with the packaged model's code) that imports mlflow.
+
+Store: sqlite:///<project>/mlruns/mlflow.db with artifacts in <project>/mlruns/artifacts,
+resolved from the project root, or MLFLOW_TRACKING_URI when set (e.g. a tracking server).
+One run per trained model: train creates it; evaluate and test-holdout add to it through
+the run id in models/run.json, without changing its status.
+"""
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from pipeline.errors import StagewiseError
+from pipeline.paths import PROJECT_ROOT, ModelFiles, Paths
+
+PACKAGED_MODEL_CODE = Path(__file__).with_name("packaged_model.py")
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(paths: Paths) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlruns / 'mlflow.db'}"
+
+
+def client(paths: Paths) -> MlflowClient:
+    uri = tracking_uri(paths)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        paths.mlruns.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(uri)
+
+
+def experiment_id(mlflow_client: MlflowClient, name: str, paths: Paths) -> str:
+    """The experiment's id, creating it with its artifacts under mlruns/artifacts if new."""
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        location = (paths.mlruns / "artifacts").as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": "0.1"}: MLflow params are flat strings."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def file_md5(path: Path) -> str:
+    """The hash DVC records for a file output, so a run can be matched to dvc.lock."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+def environment_tags(device: str) -> dict[str, str]:
+    import torch
+
+    return {
+        "device": device,
+        "torch.version": torch.__version__,
+        "torch.cuda": str(torch.version.cuda),
+    }
+
+
+@contextlib.contextmanager
+def training_run(
+    paths: Paths, config: dict, tags: dict[str, str], run_name: str | None = None
+) -> Iterator[str]:
+    """Open a new run for one trained model; yields its id.
+
+    Ends FINISHED on success, KILLED on Ctrl-C / termination, FAILED on any other error,
+    so no run is ever left RUNNING.
+    """
+    mlflow_client = client(paths)
+    exp = experiment_id(mlflow_client, config["tracking"]["experiment"], paths)
+    run = mlflow_client.create_run(exp, run_name=run_name, tags={**git_tags(PROJECT_ROOT), **tags})
+    run_id = run.info.run_id
+    status = RunStatus.to_string(RunStatus.FAILED)
+    try:
+        params = [Param(k, v) for k, v in flatten(config).items()]
+        for start in range(0, len(params), 100):  # MLflow accepts at most 100 params a call
+            mlflow_client.log_batch(run_id, params=params[start : start + 100])
+        yield run_id
+        status = RunStatus.to_string(RunStatus.FINISHED)
+    except (KeyboardInterrupt, SystemExit):
+        status = RunStatus.to_string(RunStatus.KILLED)
+        raise
+    finally:
+        mlflow_client.set_terminated(run_id, status)
+
+
+def log_metrics(paths: Paths, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """One batched call for all metrics of a step."""
+    import time
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    client(paths).log_batch(run_id, metrics=batch)
+
+
+def set_tags(paths: Paths, run_id: str, tags: dict[str, Any]) -> None:
+    mlflow_client = client(paths)
+    for key, value in tags.items():
+        mlflow_client.set_tag(run_id, key, str(value))
+
+
+def log_artifact(paths: Paths, run_id: str, path: Path, folder: str | None = None) -> None:
+    client(paths).log_artifact(run_id, str(path), folder)
+
+
+def log_figure(paths: Paths, run_id: str, figure: Any, name: str) -> None:
+    client(paths).log_figure(run_id, figure, name)
+
+
+def check_run(paths: Paths, run_id: str) -> None:
+    """Fail clearly when models/run.json names a run this store does not have."""
+    try:
+        client(paths).get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise StagewiseError(
+            f"MLflow run {run_id} (from models/run.json) is not in {tracking_uri(paths)}; "
+            "rerun training with `dvc repro --force train`"
+        ) from None
+
+
+def log_model(paths: Paths, run_id: str, files: ModelFiles, example: np.ndarray) -> str:
+    """Log the trained model as an MLflow pyfunc model that takes raw uint8 images.
+
+    The model is logged "from code" (pipeline/packaged_model.py), not pickled; its weights
+    and spec travel as artifacts. Returns the model URI.
+    """
+    from mlflow.models import infer_signature
+
+    from pipeline.inference import Classifier
+
+    output = Classifier.load(files).predict_frame(example)
+    requirements = [
+        f"{name}=={version(name)}" for name in ("torch", "numpy", "pandas", "safetensors")
+    ]
+    client(paths)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PACKAGED_MODEL_CODE),
+            artifacts={"weights": str(files.weights), "spec": str(files.spec)},
+            code_paths=[str(PROJECT_ROOT / "pipeline")],
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=requirements,
+        )
+    return info.model_uri

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: set up the environment, lint, then run the whole test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k split`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PATH="$(bash scripts/env.sh)/bin:$PATH"
+export PATH
+ruff check .
+ruff format --check .
+python -m pytest "$@"

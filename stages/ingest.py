@@ -1,0 +1,31 @@
+"""ingest: decode the configured source once into the manifest + uint8 array store."""
+
+import logging
+
+from pipeline.config import Config
+from pipeline.data import ingest
+from pipeline.io import atomic_write, write_json
+from pipeline.paths import Paths
+from stages.common import entrypoint
+
+log = logging.getLogger("stagewise")
+
+
+def run(cfg: Config, paths: Paths = Paths()) -> None:
+    result = ingest(cfg.data, paths.images)
+    atomic_write(paths.manifest, lambda tmp: result.manifest.to_parquet(tmp, index=False))
+    write_json(paths.ingest_report, result.report)
+    report = result.report
+    log.info(
+        "ingested %d images of %d classes (%d unreadable, listed in %s)",
+        report["images"],
+        len(report["classes"]),
+        len(report["bad_files"]),
+        paths.ingest_report,
+    )
+
+
+main = entrypoint(run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""split: assign every image to train, valid or test (seeded, stratified)."""
+
+import logging
+
+from pipeline.config import Config
+from pipeline.data import load_manifest
+from pipeline.io import atomic_write, write_json
+from pipeline.paths import Paths
+from pipeline.split import random_split, split_report
+from stages.common import entrypoint
+
+log = logging.getLogger("stagewise")
+
+
+def run(cfg: Config, paths: Paths = Paths()) -> None:
+    manifest = load_manifest(paths.manifest)
+    split = random_split(manifest, cfg.split)
+    report = split_report(manifest, split, cfg.split)
+    atomic_write(paths.split, lambda tmp: split.to_parquet(tmp, index=False))
+    write_json(paths.split_report, report)
+    counts = {name: part["images"] for name, part in report["splits"].items()}
+    log.info("split %s", ", ".join(f"{name} {n}" for name, n in counts.items()))
+
+
+main = entrypoint(run)
+
+if __name__ == "__main__":
+    main()
