@@ -35,7 +35,7 @@ class Batches:
     def from_numpy(cls, images: np.ndarray, targets: np.ndarray, device: torch.device) -> "Batches":
         return cls(
             torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True),
-            torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(device, non_blocking=True),
+            torch.tensor(np.asarray(targets), dtype=torch.int64).to(device, non_blocking=True),
         )
 
     def __len__(self) -> int:
@@ -183,7 +183,7 @@ def train_one_epoch(
     order = torch.randperm(len(data), generator=generator, device=device)
     n_steps = steps_per_epoch(len(data), cfg.batch_size)
     total = torch.zeros((), device=device)
-    for step in progress(range(n_steps), desc="train", total=n_steps):
+    for step in progress(range(n_steps), desc="train", total=n_steps, off_terminal=False):
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
         x = to_float(data.images[idx])
         if not is_identity(cfg.augment):

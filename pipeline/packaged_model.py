@@ -8,6 +8,8 @@ images and normalizes them with the training split's statistics stored beside th
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -22,7 +24,7 @@ class ImageClassifier(PythonModel):
             raise ValueError("model weights and spec must sit in one folder")
         self.classifier = Classifier.load(ModelFiles(weights.parent))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return self.classifier.predict_frame(model_input)
 
 

@@ -23,6 +23,9 @@ from mlflow.tracking import MlflowClient
 from pipeline.errors import StagewiseError
 from pipeline.paths import PROJECT_ROOT, ModelFiles, Paths
 
+# Artifact transfers are local and quick: their progress bars only clutter the stage logs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 PACKAGED_MODEL_CODE = Path(__file__).with_name("packaged_model.py")
 MAX_PARAM_LENGTH = 6000
 

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real conf/ composed by Hydra, and real pipeline data in temp folders."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pipeline.config import Config
+from pipeline.paths import PROJECT_ROOT, Paths
+from stages.common import validated
+
+
+def compose_config(*overrides: str) -> Config:
+    """conf/ composed exactly as scripts/compose_params.py does, then schema-checked."""
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
+        return validated(compose(config_name="config", overrides=list(overrides)))
+
+
+@pytest.fixture(autouse=True)
+def local_mlflow_store(monkeypatch):
+    """Tests use each project copy's own store, never a server from the environment."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def digits_paths(tmp_path_factory) -> Paths:
+    """The real ingest, split and normalize-stats stages run on digits into a temp root."""
+    from stages import ingest, normalize_stats, split
+
+    paths = Paths(tmp_path_factory.mktemp("digits"))
+    cfg = compose_config()
+    for stage in (ingest, split, normalize_stats):
+        stage.run(cfg, paths)
+    return paths
+
+
+def write_image_folder(
+    root: Path, classes: dict[str, int], size: tuple[int, int] = (12, 10)
+) -> Path:
+    """root/<label>/<i>.png: a small distinct image per file, classes = {label: count}."""
+    from PIL import Image
+
+    for c, (label, count) in enumerate(sorted(classes.items())):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            value = (40 * c + 7 * i) % 256
+            Image.new("RGB", size, (value, 255 - value, (c * 90) % 256)).save(
+                root / label / f"{i}.png"
+            )
+    return root
+
+
+def project_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONWARNINGS"] = "ignore"
+    return env

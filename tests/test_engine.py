@@ -1,0 +1,82 @@
+"""The fit loop: learns, is deterministic on the CPU, and its transforms are right."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.engine import Batches, Normalizer, fit, select_device
+from pipeline.errors import StagewiseError
+from pipeline.models import ModelSpec, build_model
+from pipeline.paths import Paths
+from pipeline.split import load_split_images
+from pipeline.transforms import random_affine, to_float
+from tests.conftest import compose_config
+
+CFG = compose_config("train.epochs=3")
+
+
+def train_small(paths: Paths, seed: int = 0, epochs: int = 3):
+    train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
+    device = torch.device("cpu")
+    torch.manual_seed(seed)
+    spec = ModelSpec("small_cnn", train.classes, 1, 8, [0.3], [0.37], widths=[8, 16], dropout=0.0)
+    model = build_model(spec)
+    history = fit(
+        model,
+        Batches.from_numpy(train.images, train.targets, device),
+        Batches.from_numpy(valid.images, valid.targets, device),
+        replace(CFG.train, epochs=epochs),
+        Normalizer.create(spec.mean, spec.std, device),
+        seed,
+    )
+    return model, history
+
+
+def test_fit_learns_digits(digits_paths: Paths):
+    _, history = train_small(digits_paths)
+    assert history[-1].train_loss < history[0].train_loss
+    assert history[-1].valid_accuracy > 0.5  # chance is 0.1
+    assert [r.epoch for r in history] == [1, 2, 3]
+
+
+def test_same_seed_same_weights_on_cpu(digits_paths: Paths):
+    one, history_one = train_small(digits_paths, epochs=2)
+    two, history_two = train_small(digits_paths, epochs=2)
+    for (name, a), (_, b) in zip(one.state_dict().items(), two.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert [r.valid_loss for r in history_one] == [r.valid_loss for r in history_two]
+
+
+def test_to_float_gives_channels_last_in_unit_range():
+    batch = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8)
+    x = to_float(batch)
+    assert x.shape == (2, 3, 5, 6) and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x[1, 2, 4, 5], batch[1, 4, 5, 2].float() / 255)
+
+
+def test_augmentation_with_nothing_enabled_is_the_identity_and_shift_moves_pixels():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 2:6, 2:6] = 1.0
+    none = replace(CFG.train.augment, rotate=0.0, translate=0.0, scale=0.0, flip=False)
+    torch.testing.assert_close(random_affine(x, none, torch.Generator().manual_seed(0)), x)
+    shifted = random_affine(x, replace(none, translate=0.25), torch.Generator().manual_seed(0))
+    assert not torch.allclose(shifted, x)
+    assert shifted.sum().item() == pytest.approx(x.sum().item(), rel=0.3)
+
+
+def test_training_settings_are_checked_before_training(digits_paths: Paths):
+    data = Batches.from_numpy(np.zeros((4, 8, 8, 1), np.uint8), np.zeros(4), torch.device("cpu"))
+    model = build_model(ModelSpec("small_cnn", ["a", "b"], 1, 8, [0.0], [1.0], [4], 0.0))
+    norm = Normalizer.create([0.0], [1.0], torch.device("cpu"))
+    with pytest.raises(StagewiseError, match=r"train\.epochs"):
+        fit(model, data, data, replace(CFG.train, epochs=0), norm, 0)
+
+
+def test_cuda_requested_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(StagewiseError, match="no CUDA GPU"):
+        select_device("cuda")
+    assert select_device("auto").type == "cpu"

@@ -1,0 +1,49 @@
+"""The classifier used by evaluate, test-holdout and the packaged model takes raw images."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import StagewiseError
+from pipeline.inference import Classifier, to_channels
+from pipeline.models import ModelSpec, build_model
+
+
+@pytest.fixture
+def classifier() -> Classifier:
+    torch.manual_seed(0)
+    spec = ModelSpec("small_cnn", ["a", "b"], 1, 8, [0.3], [0.4], widths=[4], dropout=0.0)
+    return Classifier(build_model(spec).eval(), spec, torch.device("cpu"))
+
+
+def test_images_with_and_without_channel_axis_agree(classifier):
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    np.testing.assert_allclose(
+        classifier.predict_proba(images), classifier.predict_proba(images[..., None])
+    )
+
+
+def test_rgb_and_larger_images_are_converted(classifier):
+    rgb = np.full((2, 16, 16, 3), 200, dtype=np.uint8)
+    batch = classifier.as_batch(rgb)
+    assert batch.shape == (2, 8, 8, 1) and batch.dtype == torch.uint8
+    assert (batch == 200).all()
+
+
+def test_frame_has_label_probability_and_one_column_per_class(classifier):
+    frame = classifier.predict_frame(np.zeros((2, 8, 8), dtype=np.uint8))
+    assert list(frame.columns) == ["label", "probability", "p_a", "p_b"]
+    np.testing.assert_allclose(frame[["p_a", "p_b"]].sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((8, 8)), np.full((1, 8, 8), 300.0), np.zeros((1, 8, 8, 2))]
+)
+def test_malformed_input_is_a_clear_error(classifier, bad):
+    with pytest.raises(StagewiseError, match="images must be"):
+        classifier.predict_proba(bad)
+
+
+def test_grey_to_rgb_and_back():
+    grey = torch.tensor([[[[10], [250]]]], dtype=torch.uint8)
+    assert torch.equal(to_channels(to_channels(grey, 3), 1), grey)

@@ -1,0 +1,48 @@
+"""Our metrics agree with scikit-learn's on the same predictions."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from pipeline.metrics import classification_metrics, confusion_matrix, confusion_rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    classes = ["a", "b", "c", "d", "e"]
+    actual = rng.integers(0, 5, 200)
+    predicted = np.where(
+        rng.random(200) < 0.7, actual, rng.integers(0, 4, 200)
+    )  # "e" rarely predicted
+    result = classification_metrics(actual, predicted, classes)
+    assert result["accuracy"] == pytest.approx(sk.accuracy_score(actual, predicted))
+    assert result["error_rate"] == pytest.approx(1 - sk.accuracy_score(actual, predicted))
+    for ours, average in (("precision_macro", "macro"),):
+        assert result[ours] == pytest.approx(
+            sk.precision_score(actual, predicted, average=average, zero_division=0)
+        )
+    assert result["recall_macro"] == pytest.approx(
+        sk.recall_score(actual, predicted, average="macro", zero_division=0)
+    )
+    assert result["f1_macro"] == pytest.approx(
+        sk.f1_score(actual, predicted, average="macro", zero_division=0)
+    )
+    per_class_f1 = sk.f1_score(actual, predicted, average=None, labels=range(5), zero_division=0)
+    assert [result["per_class"][c]["f1"] for c in classes] == pytest.approx(per_class_f1)
+    np.testing.assert_array_equal(
+        confusion_matrix(actual, predicted, 5),
+        sk.confusion_matrix(actual, predicted, labels=range(5)),
+    )
+
+
+def test_a_class_never_predicted_scores_zero_not_nan():
+    result = classification_metrics(np.array([0, 1, 1]), np.array([0, 0, 0]), ["x", "y"])
+    assert result["per_class"]["y"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert result["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_confusion_rows_name_the_classes():
+    assert confusion_rows(np.array([1]), np.array([0]), ["cat", "dog"]) == [
+        {"actual": "dog", "predicted": "cat"}
+    ]

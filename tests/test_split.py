@@ -1,0 +1,98 @@
+"""split: seeded, stratified, disjoint, and strict about classes too small to split."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data import load_manifest
+from pipeline.errors import StagewiseError
+from pipeline.paths import Paths
+from pipeline.split import (
+    SPLITS,
+    load_split_images,
+    load_split_table,
+    random_split,
+    split_report,
+    split_sizes,
+)
+from tests.conftest import compose_config
+
+CFG = compose_config().split
+
+
+def toy_manifest(counts: dict[str, int]) -> pd.DataFrame:
+    labels = [label for label, n in counts.items() for _ in range(n)]
+    return pd.DataFrame({"id": [f"img{i:03d}" for i in range(len(labels))], "label": labels})
+
+
+def test_every_image_gets_exactly_one_split_in_stratified_shares(digits_paths: Paths):
+    manifest = load_manifest(digits_paths.manifest)
+    split = load_split_table(digits_paths.split)
+    assert sorted(split["id"]) == sorted(manifest["id"])
+    joined = manifest.merge(split, on="id")
+    for label, group in joined.groupby("label"):
+        expected = split_sizes(len(group), CFG.valid_pct, CFG.test_pct)
+        assert tuple((group["split"] == name).sum() for name in SPLITS) == expected, label
+
+
+def test_split_is_reproducible_and_order_independent():
+    manifest = toy_manifest({"a": 30, "b": 20})
+    first = random_split(manifest, CFG)
+    shuffled = random_split(manifest.sample(frac=1, random_state=3), CFG)
+    pd.testing.assert_frame_equal(first, shuffled)
+
+
+def test_seed_changes_the_split_and_its_digest():
+    manifest = toy_manifest({"a": 30, "b": 20})
+    one = split_report(manifest, random_split(manifest, CFG), CFG)
+    other_cfg = replace(CFG, seed=CFG.seed + 1)
+    two = split_report(manifest, random_split(manifest, other_cfg), other_cfg)
+    again = split_report(manifest, random_split(manifest, CFG), CFG)
+    assert one["splits"]["valid"]["digest"] != two["splits"]["valid"]["digest"]
+    assert one == again
+
+
+def test_report_counts_per_split_and_class(digits_paths: Paths):
+    report = json.loads(digits_paths.split_report.read_text())
+    assert sum(part["images"] for part in report["splits"].values()) == 1797
+    for part in report["splits"].values():
+        assert sum(part["classes"].values()) == part["images"]
+        assert len(part["digest"]) == 64
+
+
+def test_class_too_small_is_named():
+    manifest = toy_manifest({"big": 20, "tiny": 2})
+    with pytest.raises(StagewiseError, match=r"'tiny' \(2\).*at least 3"):
+        random_split(manifest, CFG)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"valid_pct": 0.0}, "valid_pct must be > 0"),
+        ({"valid_pct": 0.6, "test_pct": 0.4}, "leave images"),
+        ({"test_pct": 1.5}, "test_pct"),
+        ({"strategy": "magic"}, "strategy"),
+    ],
+)
+def test_bad_split_settings_fail_clearly(change, message):
+    with pytest.raises(StagewiseError, match=message):
+        random_split(toy_manifest({"a": 10, "b": 10}), replace(CFG, **change))
+
+
+def test_split_sizes_round_and_keep_at_least_one():
+    assert split_sizes(100, 0.2, 0.2) == (60, 20, 20)
+    assert split_sizes(3, 0.2, 0.2) == (1, 1, 1)
+    assert split_sizes(10, 0.25, 0.0) == (7, 3, 0)
+
+
+def test_split_images_carry_targets_in_class_order(digits_paths: Paths):
+    valid = load_split_images(digits_paths, "valid")
+    assert valid.images.shape[1:] == (8, 8, 1) and valid.images.dtype == np.uint8
+    assert len(valid.ids) == len(valid.targets) == len(valid.images)
+    manifest = load_manifest(digits_paths.manifest).set_index("id")
+    labels = manifest.loc[valid.ids, "label"].to_numpy()
+    assert (np.array(valid.classes)[valid.targets] == labels).all()
