@@ -36,6 +36,15 @@ def score_split(paths: Paths, split: str, batch_size: int) -> Scored:
     return Scored(split, data.classes, data.targets, predicted, metrics)
 
 
+def headline(metrics: dict) -> dict:
+    """The metrics without the per-class breakdown: what DVC shows as columns."""
+    return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+def per_class_rows(metrics: dict) -> list[dict]:
+    return [{"class": name, **values} for name, values in metrics["per_class"].items()]
+
+
 def mlflow_metrics(scored: Scored) -> dict[str, float]:
     """Flat metric names for MLflow: valid_accuracy, test_f1_macro, valid_f1_class_7, ..."""
     flat = {

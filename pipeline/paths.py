@@ -64,6 +64,10 @@ class Paths:
         return self.root / "plots/valid/confusion.csv"
 
     @property
+    def valid_per_class(self) -> Path:
+        return self.root / "plots/valid/per_class.csv"
+
+    @property
     def test_metrics(self) -> Path:
         return self.root / "metrics/test.json"
 

@@ -32,8 +32,8 @@ def validated(cfg: DictConfig) -> Config:
         first_line = str(e).splitlines()[0]
         key = f" (key {e.full_key})" if getattr(e, "full_key", None) else ""
         raise StagewiseError(
-            f"params.yaml: {first_line}{key}; fix conf/ and recompose params.yaml "
-            "(scripts/compose_params.py, run by scripts/run.sh)"
+            f"config: {first_line}{key}; fix the override, or fix conf/ and recompose "
+            "params.yaml (python scripts/compose_params.py)"
         ) from None
 
 

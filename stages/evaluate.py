@@ -4,7 +4,7 @@ import logging
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.evaluation import mlflow_metrics, score_split
+from pipeline.evaluation import headline, mlflow_metrics, per_class_rows, score_split
 from pipeline.io import read_json, write_csv, write_json
 from pipeline.metrics import confusion_rows
 from pipeline.paths import ModelFiles, Paths
@@ -18,7 +18,8 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     run_info = read_json(ModelFiles(paths.model_dir).run, "train")
     tracking.check_run(paths, run_info["run_id"])
     scored = score_split(paths, "valid", cfg.eval.batch_size)
-    write_json(paths.valid_metrics, scored.metrics)
+    write_json(paths.valid_metrics, headline(scored.metrics))
+    write_csv(paths.valid_per_class, per_class_rows(scored.metrics))
     write_csv(
         paths.valid_confusion, confusion_rows(scored.actual, scored.predicted, scored.classes)
     )

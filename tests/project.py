@@ -1,0 +1,81 @@
+"""A temporary copy of the project, to run the real DVC pipeline in without touching ours."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.paths import PROJECT_ROOT
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "stagewise tests",
+    "GIT_AUTHOR_EMAIL": "tests@stagewise.invalid",
+    "GIT_COMMITTER_NAME": "stagewise tests",
+    "GIT_COMMITTER_EMAIL": "tests@stagewise.invalid",
+}
+
+
+@dataclass
+class ProjectCopy:
+    root: Path
+
+    @classmethod
+    def create(cls, destination: Path) -> "ProjectCopy":
+        """Copy the source files git knows (tracked or new, not ignored) into a fresh repo."""
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\0")
+        for name in filter(None, listed):
+            source = PROJECT_ROOT / name
+            if source.is_file():
+                target = destination / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        copy = cls(destination)
+        copy.run("git", "init", "-q")
+        copy.run("git", "add", "-A")
+        copy.run("git", "commit", "-qm", "copy")
+        return copy
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONWARNINGS"] = "ignore"
+        return {**env, **GIT_IDENTITY}
+
+    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            command, cwd=self.root, env=self.env(), capture_output=True, text=True
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def compose(self, *overrides: str) -> None:
+        self.run("python", "scripts/compose_params.py", *overrides)
+
+    def json(self, relative: str) -> dict:
+        return json.loads((self.root / relative).read_text())
+
+    def lock_outs(self, *stages: str) -> dict[str, str]:
+        """{out path: md5} from dvc.lock for the given stages."""
+        import yaml
+
+        lock = yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
+        return {out["path"]: out["md5"] for stage in stages for out in lock[stage]["outs"]}
+
+
+def ran_stages(output: str) -> list[str]:
+    """Stage names DVC actually ran (not skipped or restored), in order."""
+    return [
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
+    ]

@@ -1,0 +1,153 @@
+"""The real pipeline, end to end: `dvc repro`, DVC experiments, Hydra multirun and MLflow,
+in a temporary copy of the project with a tiny training config."""
+
+import numpy as np
+import pytest
+
+from pipeline.paths import Paths
+from tests.project import ProjectCopy, ran_stages
+
+pytestmark = pytest.mark.e2e
+
+TINY = ("train.epochs=2", "model.widths=[8,16]")
+ALL_STAGES = ["ingest", "split", "normalize-stats", "train", "evaluate", "test-holdout"]
+
+
+DATA_STAGES = ("ingest", "split", "normalize-stats")
+METRICS = ("metrics/train.json", "metrics/valid.json", "metrics/test.json")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> ProjectCopy:
+    copy = ProjectCopy.create(tmp_path_factory.mktemp("project"))
+    copy.compose(*TINY)
+    result = copy.run("dvc", "repro")
+    assert ran_stages(result.stdout) == ALL_STAGES
+    return copy
+
+
+@pytest.fixture(scope="module")
+def first_results(project) -> dict:
+    """Data hashes and metrics of the first run, before other tests change the workspace."""
+    return {
+        "outs": project.lock_outs(*DATA_STAGES),
+        **{m: comparable(project.json(m)) for m in METRICS},
+    }
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "seconds"}  # wall time differs run to run
+
+
+def mlflow_client(project: ProjectCopy):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}")
+
+
+def test_repro_writes_every_output_and_then_is_up_to_date(project, first_results):
+    test = project.json("metrics/test.json")
+    valid = project.json("metrics/valid.json")
+    assert 0.2 < test["accuracy"] <= 1 and test["images"] == 359
+    assert valid["images"] == 359 and "per_class" not in valid  # keeps `dvc exp show` readable
+    per_class = (project.root / "plots/valid/per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,precision,recall,f1,support" and len(per_class) == 11
+    confusion = (project.root / "plots/valid/confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 360
+    history = (project.root / "plots/train/history.csv").read_text().splitlines()
+    assert len(history) == 3
+    again = project.run("dvc", "repro")
+    assert ran_stages(again.stdout) == []
+    assert "Data and pipelines are up to date." in again.stdout
+
+
+def test_one_mlflow_run_holds_config_curves_metrics_and_model(project):
+    run_id = project.json("models/run.json")["run_id"]
+    client = mlflow_client(project)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2" and run.data.params["model.arch"] == "small_cnn"
+    assert run.data.params["split.seed"] == "42"
+    for name in ("train_loss", "valid_loss", "valid_accuracy", "valid_error_rate", "lr"):
+        # one point per epoch; evaluate adds its own valid_* numbers at the last epoch
+        assert sorted({m.step for m in client.get_metric_history(run_id, name)}) == [1, 2], name
+    assert run.data.metrics["valid_accuracy"] == pytest.approx(
+        project.json("metrics/valid.json")["accuracy"]
+    )
+    test = project.json("metrics/test.json")
+    assert run.data.metrics["test_accuracy"] == pytest.approx(test["accuracy"])
+    assert run.data.metrics["valid_f1_macro"] == pytest.approx(
+        project.json("metrics/valid.json")["f1_macro"]
+    )
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert (
+        run.data.tags["dvc.md5.data/split/split.parquet"]
+        == project.lock_outs("split")["data/split/split.parquet"]
+    )
+    assert run.data.tags["test_holdout.used"] == "true"
+    artifacts = {a.path for a in client.list_artifacts(run_id, "valid")}
+    assert "valid/confusion_matrix.png" in artifacts
+
+
+def test_packaged_model_predicts_raw_images_like_test_holdout(project):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}")
+    from pipeline.split import load_split_images
+
+    model = mlflow.pyfunc.load_model(project.json("models/run.json")["model_uri"])
+    test = load_split_images(Paths(project.root), "test")
+    predicted = model.predict(test.images)["label"].to_numpy()
+    accuracy = float((predicted == np.array(test.classes)[test.targets]).mean())
+    assert accuracy == pytest.approx(project.json("metrics/test.json")["accuracy"])
+
+
+def test_stage_multirun_trains_one_run_per_job_without_touching_pipeline_outputs(project):
+    before = (project.root / "models/model.safetensors").read_bytes()
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("stagewise")
+    runs_before = len(client.search_runs([experiment.experiment_id]))
+    project.run("python", "-m", "stages.train", "-m", "train.lr=0.001,0.003", "train.epochs=1")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    assert len(runs) == runs_before + 2
+    assert sorted(r.data.params["train.lr"] for r in runs[:2]) == ["0.001", "0.003"]
+    assert all(r.info.status == "FINISHED" for r in runs[:2])
+    assert (project.root / "models/model.safetensors").read_bytes() == before
+    assert len(list((project.root / "multirun").glob("*/*/*/models/model.safetensors"))) == 2
+    assert ran_stages(project.run("dvc", "repro").stdout) == []
+
+
+def test_experiments_rerun_only_what_their_params_affect(project):
+    epochs = project.run("dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.widths=[8,16]")
+    assert ran_stages(epochs.stdout) == ["train", "evaluate", "test-holdout"]
+    seed = project.run(
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "split.seed=7",
+        "-S",
+        "train.epochs=1",
+        "-S",
+        "model.widths=[8,16]",
+    )
+    assert ran_stages(seed.stdout) == [
+        "split",
+        "normalize-stats",
+        "train",
+        "evaluate",
+        "test-holdout",
+    ]
+    header = project.run("dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    assert {"metrics/test.json:accuracy", "metrics/valid.json:f1_macro", "train.epochs"} <= set(
+        header
+    )
+
+
+def test_a_fresh_run_gives_identical_data_hashes_and_metrics(first_results, tmp_path):
+    fresh = ProjectCopy.create(tmp_path / "fresh")
+    fresh.compose(*TINY)
+    fresh.run("dvc", "repro")
+    assert fresh.lock_outs(*DATA_STAGES) == first_results["outs"]
+    for name in METRICS:
+        assert comparable(fresh.json(name)) == first_results[name], name
