@@ -67,7 +67,7 @@ class EpochResult:
     valid_accuracy: float
     valid_error_rate: float
     lr: float
-    seconds: float
+    epoch_seconds: float
 
     def metrics(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k != "epoch"}
@@ -152,7 +152,7 @@ def fit(
             valid_accuracy=accuracy,
             valid_error_rate=1.0 - accuracy,
             lr=scheduler.get_last_lr()[0],
-            seconds=time.perf_counter() - start,
+            epoch_seconds=time.perf_counter() - start,
         )
         log.info(
             "epoch %d/%d  train_loss %.4f  valid_loss %.4f  valid_accuracy %.4f  (%.1fs)",
@@ -161,7 +161,7 @@ def fit(
             train_loss,
             valid_loss,
             accuracy,
-            result.seconds,
+            result.epoch_seconds,
         )
         on_epoch(result)
         history.append(result)

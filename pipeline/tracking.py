@@ -30,14 +30,18 @@ PACKAGED_MODEL_CODE = Path(__file__).with_name("packaged_model.py")
 MAX_PARAM_LENGTH = 6000
 
 
+def local_store_uri(paths: Paths) -> str:
+    return f"sqlite:///{paths.mlruns / 'mlflow.db'}"
+
+
 def tracking_uri(paths: Paths) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlruns / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(paths)
 
 
 def client(paths: Paths) -> MlflowClient:
     uri = tracking_uri(paths)
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///"):
+    if uri == local_store_uri(paths):
         paths.mlruns.mkdir(parents=True, exist_ok=True)
     return MlflowClient(uri)
 
@@ -47,8 +51,8 @@ def experiment_id(mlflow_client: MlflowClient, name: str, paths: Paths) -> str:
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+    location = None  # a tracking server decides where its artifacts go
+    if tracking_uri(paths) == local_store_uri(paths):
         location = (paths.mlruns / "artifacts").as_uri()
     try:
         return mlflow_client.create_experiment(name, artifact_location=location)
@@ -75,6 +79,10 @@ def file_md5(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def source_tags(entrypoint: str) -> dict[str, str]:
+    return {"mlflow.source.name": entrypoint, "mlflow.source.type": "LOCAL"}
 
 
 def git_tags(root: Path) -> dict[str, str]:
@@ -112,7 +120,8 @@ def training_run(
     """
     mlflow_client = client(paths)
     exp = experiment_id(mlflow_client, config["tracking"]["experiment"], paths)
-    run = mlflow_client.create_run(exp, run_name=run_name, tags={**git_tags(PROJECT_ROOT), **tags})
+    all_tags = {**source_tags("stages.train"), **git_tags(PROJECT_ROOT), **tags}
+    run = mlflow_client.create_run(exp, run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
@@ -141,6 +150,29 @@ def set_tags(paths: Paths, run_id: str, tags: dict[str, Any]) -> None:
     mlflow_client = client(paths)
     for key, value in tags.items():
         mlflow_client.set_tag(run_id, key, str(value))
+
+
+def log_split_inputs(paths: Paths, run_id: str, splits: dict[str, str]) -> None:
+    """Record the splits a run used as MLflow dataset inputs ({split: context}), identified by
+    the digest of their image ids (from data/split/report.json): same digest, same images."""
+    import json
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    report = json.loads(paths.split_report.read_text(encoding="utf-8"))
+    source = resolve_dataset_source(str(paths.split))
+    inputs = [
+        DatasetInput(
+            MetaDataset(
+                source, name=split, digest=report["splits"][split]["digest"][:32]
+            )._to_mlflow_entity(),
+            tags=[InputTag("mlflow.data.context", context)],
+        )
+        for split, context in splits.items()
+    ]
+    client(paths).log_inputs(run_id, inputs)
 
 
 def log_artifact(paths: Paths, run_id: str, path: Path, folder: str | None = None) -> None:

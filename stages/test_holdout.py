@@ -19,6 +19,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     write_json(paths.test_metrics, headline(scored.metrics))
     tracking.log_metrics(paths, run_info["run_id"], mlflow_metrics(scored), run_info["epochs"])
     tracking.set_tags(paths, run_info["run_id"], {"test_holdout.used": "true"})
+    tracking.log_split_inputs(paths, run_info["run_id"], {"test": "testing"})
     log.info(
         "test accuracy %.4f (error rate %.4f) on %d held-out images",
         scored.metrics["accuracy"],

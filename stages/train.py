@@ -4,16 +4,27 @@ In a Hydra multirun each job writes its model and metrics into its own job folde
 sweep never overwrites the pipeline's tracked outputs.
 """
 
+import logging
 from dataclasses import asdict
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.engine import Batches, Normalizer, fit, prepare_model, seed_everything, select_device
+from pipeline.engine import (
+    Batches,
+    EpochResult,
+    Normalizer,
+    fit,
+    prepare_model,
+    seed_everything,
+    select_device,
+)
 from pipeline.io import read_json, write_csv, write_json
 from pipeline.models import ModelSpec, build_model, save_model
 from pipeline.paths import ModelFiles, Paths
-from pipeline.split import load_split_images
+from pipeline.split import SplitImages, load_split_images
 from stages.common import entrypoint, job_dir
+
+log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float:
@@ -23,20 +34,13 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float:
     train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
     device = select_device(cfg.train.device)
     seed_everything(cfg.seed)
-    spec = ModelSpec(
-        arch=cfg.model.arch,
-        classes=train.classes,
-        channels=train.images.shape[-1],
-        image_size=train.images.shape[1],
-        mean=stats["mean"],
-        std=stats["std"],
-        widths=cfg.model.widths,
-        dropout=cfg.model.dropout,
-    )
+    spec = model_spec(cfg, train, stats)
     model = prepare_model(build_model(spec), device)
     files = ModelFiles(out.model_dir)
     tags = {"stage": "train", **tracking.environment_tags(str(device)), **data_tags(paths)}
-    with tracking.training_run(paths, asdict(cfg), tags) as run_id:
+    run_name = f"{spec.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
+    with tracking.training_run(paths, asdict(cfg), tags, run_name) as run_id:
+        tracking.log_split_inputs(paths, run_id, {"train": "training", "valid": "validation"})
         history = fit(
             model,
             Batches.from_numpy(train.images, train.targets, device),
@@ -50,15 +54,29 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float:
         )
         save_model(files, model, spec)
         model_uri = tracking.log_model(paths, run_id, files, example=valid.images[:4])
-        write_json(
-            files.run, {"run_id": run_id, "model_uri": model_uri, "epochs": cfg.train.epochs}
-        )
-        write_csv(out.train_history, [{"epoch": r.epoch, **r.metrics()} for r in history])
-        final = history[-1]
-        write_json(
-            out.train_metrics, {**final.metrics(), "seconds": sum(r.seconds for r in history)}
-        )
+        write_json(files.run, {"run_id": run_id, "model_uri": model_uri, "epochs": len(history)})
+        write_history(out, history)
+    final = history[-1]
+    log.info(
+        "trained %s for %d epochs on %s; MLflow run %s", spec.arch, len(history), device, run_id
+    )
     return final.valid_error_rate
+
+
+def model_spec(cfg: Config, train: SplitImages, stats: dict) -> ModelSpec:
+    """The model's architecture, classes, input shape and normalization, saved beside it."""
+    _, size, _, channels = train.images.shape
+    return ModelSpec(
+        arch=cfg.model.arch, classes=train.classes, channels=channels, image_size=size,
+        mean=stats["mean"], std=stats["std"], widths=cfg.model.widths, dropout=cfg.model.dropout,
+    )  # fmt: skip
+
+
+def write_history(out: Paths, history: list[EpochResult]) -> None:
+    """Per-epoch curves for `dvc plots`, and the final epoch's numbers for `dvc metrics`."""
+    write_csv(out.train_history, [{"epoch": r.epoch, **r.metrics()} for r in history])
+    seconds = sum(r.epoch_seconds for r in history)
+    write_json(out.train_metrics, {**history[-1].metrics(), "train_seconds": seconds})
 
 
 def data_tags(paths: Paths) -> dict[str, str]:

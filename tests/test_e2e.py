@@ -36,7 +36,9 @@ def first_results(project) -> dict:
 
 
 def comparable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "seconds"}  # wall time differs run to run
+    return {
+        k: v for k, v in metrics.items() if not k.endswith("seconds")
+    }  # wall time differs run to run
 
 
 def mlflow_client(project: ProjectCopy):
@@ -87,6 +89,14 @@ def test_one_mlflow_run_holds_config_curves_metrics_and_model(project):
     assert run.data.tags["test_holdout.used"] == "true"
     artifacts = {a.path for a in client.list_artifacts(run_id, "valid")}
     assert "valid/confusion_matrix.png" in artifacts
+    assert (
+        client.get_experiment(run.info.experiment_id).artifact_location
+        == (project.root / "mlruns/artifacts").as_uri()
+    )
+    assert list((project.root / "mlruns/artifacts").glob("**/valid/confusion_matrix.png"))
+    inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    report = project.json("data/split/report.json")["splits"]
+    assert inputs == {split: report[split]["digest"][:32] for split in ("train", "valid", "test")}
 
 
 def test_packaged_model_predicts_raw_images_like_test_holdout(project):

@@ -1,0 +1,63 @@
+"""MLflow bookkeeping against a real local store: runs never stay RUNNING."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+from pipeline.paths import Paths
+
+CONFIG = {"tracking": {"experiment": "unit"}, "train": {"lr": 0.1, "augment": {"flip": False}}}
+
+
+@pytest.fixture
+def paths(tmp_path) -> Paths:
+    return Paths(tmp_path)
+
+
+def only_run(paths: Paths):
+    client = MlflowClient(tracking.local_store_uri(paths))
+    experiment = client.get_experiment_by_name("unit")
+    (run,) = client.search_runs([experiment.experiment_id])
+    return run, experiment
+
+
+def test_finished_run_holds_flat_params_and_lives_under_mlruns(paths):
+    with tracking.training_run(paths, CONFIG, {"stage": "train"}, "name") as run_id:
+        tracking.log_metrics(paths, run_id, {"train_loss": 0.5}, step=1)
+    run, experiment = only_run(paths)
+    assert run.info.status == "FINISHED" and run.info.run_name == "name"
+    assert run.data.params == {
+        "tracking.experiment": "unit",
+        "train.lr": "0.1",
+        "train.augment.flip": "False",
+    }
+    assert run.data.metrics == {"train_loss": 0.5}
+    assert (
+        run.data.tags["stage"] == "train" and run.data.tags["mlflow.source.name"] == "stages.train"
+    )
+    assert experiment.artifact_location == (paths.mlruns / "artifacts").as_uri()
+    assert (paths.mlruns / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")]
+)
+def test_a_run_that_dies_is_marked_failed_or_killed(paths, error, status):
+    with pytest.raises(error), tracking.training_run(paths, CONFIG, {}):
+        raise error()
+    assert only_run(paths)[0].info.status == status
+
+
+def test_flatten_nests_with_dots_and_stringifies():
+    assert tracking.flatten({"a": {"b": [1, 2], "c": {"d": None}}}) == {
+        "a.b": "[1, 2]",
+        "a.c.d": "None",
+    }
+
+
+def test_md5_matches_what_dvc_records(tmp_path):
+    import hashlib
+
+    file = tmp_path / "x.bin"
+    file.write_bytes(b"abc" * 1000)
+    assert tracking.file_md5(file) == hashlib.md5(b"abc" * 1000).hexdigest()
