@@ -73,10 +73,15 @@ def model_spec(cfg: Config, train: SplitImages, stats: dict) -> ModelSpec:
 
 
 def write_history(out: Paths, history: list[EpochResult]) -> None:
-    """Per-epoch curves for `dvc plots`, and the final epoch's numbers for `dvc metrics`."""
-    write_csv(out.train_history, [{"epoch": r.epoch, **r.metrics()} for r in history])
-    seconds = sum(r.epoch_seconds for r in history)
-    write_json(out.train_metrics, {**history[-1].metrics(), "train_seconds": seconds})
+    """Per-epoch curves for `dvc plots`, and the final epoch's numbers for `dvc metrics`.
+
+    Wall times stay in MLflow only: these files must be identical for identical runs.
+    """
+    rows = [{"epoch": r.epoch, **r.metrics()} for r in history]
+    for row in rows:
+        del row["epoch_seconds"]
+    write_csv(out.train_history, rows)
+    write_json(out.train_metrics, {k: v for k, v in rows[-1].items() if k != "epoch"})
 
 
 def data_tags(paths: Paths) -> dict[str, str]:
