@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 class DataConfig:
     source: str
     root: str | None
+    table: str | None
+    label: str
+    label_regex: str | None
+    split_folders: bool
+    extensions: list[str]
     image_size: int
     channels: int
-    extensions: list[str]
+    resize: str
+    background: list[int]
+    max_pixels: int
     max_bad_fraction: float
+    duplicates: str
 
 
 @dataclass
@@ -24,6 +32,9 @@ class SplitConfig:
     valid_pct: float
     test_pct: float
     seed: int
+    group_regex: str | None
+    list_file: str | None
+    leakage: str
 
 
 @dataclass

@@ -1,35 +1,36 @@
-"""Data sources -> manifest rows + a uint8 image array store; loading them back.
+"""ingest: candidate images -> manifest rows + a uint8 image array store; loading them back.
 
-Images are decoded and resized once, here; later stages read the array store
-(data/ingested/images.npy, shape N x H x W x C, uint8) through a memory map, so no stage
-needs the whole dataset in RAM. The manifest has one row per stored image.
+Images are decoded and resized once, here, in parallel across the machine's cores; later
+stages read the array store (data/ingested/images.npy, N x H x W x C uint8) through a memory
+map, so no stage holds the whole dataset in RAM. The manifest has one row per stored image.
 """
 
 import hashlib
+import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from pipeline.config import DataConfig
+from pipeline.decode import RESIZE_METHODS, BadImage, Decoded, DecodeSettings, convert, decode_bytes
 from pipeline.errors import StagewiseError
 from pipeline.progress import progress
+from pipeline.sources import Item, list_items
+from pipeline.store import iter_chunks
 
-MANIFEST_COLUMNS = ["id", "path", "index", "label", "group", "time", "sha256", "height", "width"]
-SOURCES = ("digits", "folder")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One candidate image of a source, before decoding."""
-
-    id: str
-    label: str
-    path: Path | None = None
-    pixels: np.ndarray | None = None  # sources that ship arrays instead of files
+MANIFEST_COLUMNS = [
+    "id", "path", "index", "label", "group", "time", "folder_split", "sha256", "height", "width", "mode",
+]  # fmt: skip
+DUPLICATE_POLICIES = ("keep_first", "keep_all", "fail")
+# Below this many files a process pool costs more than it saves.
+PARALLEL_MIN_ITEMS = 64
 
 
 @dataclass(frozen=True)
@@ -38,136 +39,132 @@ class Ingested:
     report: dict
 
 
-def list_items(cfg: DataConfig) -> list[Item]:
-    """All candidate images of the configured source, sorted by id."""
-    if cfg.source == "digits":
-        items = digits_items()
-    elif cfg.source == "folder":
-        items = folder_items(cfg.root, cfg.extensions)
-    else:
-        raise StagewiseError(f"data.source={cfg.source!r} is unknown; use one of {SOURCES}")
-    if not items:
-        raise StagewiseError(f"data: the {cfg.source} source has no images")
-    return sorted(items, key=lambda item: item.id)
-
-
-def digits_items() -> list[Item]:
-    from sklearn.datasets import load_digits  # ~1 s to import: only for this source
-
-    digits = load_digits()
-    # Pixel values are 0..16; stretch them to the full 0..255 range of a uint8 image.
-    pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)
-    return [
-        Item(id=f"digits/{i:04d}", label=str(target), pixels=image)
-        for i, (image, target) in enumerate(zip(pixels, digits.target, strict=True))
-    ]
-
-
-def folder_items(root: str | None, extensions: list[str]) -> list[Item]:
-    """root/<label>/<file>: the label is the parent folder's name (fastai's parent_label)."""
-    if not root:
-        raise StagewiseError(
-            "data.root is not set: give data.root=<folder with one subfolder per class>"
-        )
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise StagewiseError(
-            f"data.root={root}: no such folder; point it at a folder of class subfolders"
-        )
-    suffixes = {ext.lower() for ext in extensions}
-    items = [
-        Item(id=path.relative_to(base).as_posix(), label=path.parent.name, path=path)
-        for path in base.glob("*/*")
-        if path.is_file() and path.suffix.lower() in suffixes
-    ]
-    if not items:
-        raise StagewiseError(
-            f"data.root={root}: no images found; expected <root>/<label>/<image> with an "
-            f"extension in data.extensions ({', '.join(sorted(suffixes))})"
-        )
-    return items
-
-
-def decode(item: Item, size: int, channels: int) -> tuple[np.ndarray, str, tuple[int, int]]:
-    """The item as a size x size x channels uint8 array, the sha256 of its source bytes,
-    and its original (height, width). Raises OSError/ValueError for unreadable files."""
-    if item.pixels is not None:
-        raw = item.pixels.tobytes()
-        image = Image.fromarray(item.pixels)
-    else:
-        raw = item.path.read_bytes()
-        with Image.open(item.path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-    original = (image.height, image.width)
-    image = image.convert("L" if channels == 1 else "RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
-    return array, hashlib.sha256(raw).hexdigest(), original
-
-
-def ingest(cfg: DataConfig, images_path: Path) -> Ingested:
-    """Decode every item into images_path (a .npy array store) and return the manifest."""
+def check_data_config(cfg: DataConfig) -> None:
     if cfg.channels not in (1, 3):
         raise StagewiseError(f"data.channels={cfg.channels}: use 1 (greyscale) or 3 (RGB)")
     if cfg.image_size < 1:
         raise StagewiseError(
             f"data.image_size={cfg.image_size}: must be a positive number of pixels"
         )
-    items = list_items(cfg)
-    shape = (len(items), cfg.image_size, cfg.image_size, cfg.channels)
+    if cfg.resize not in RESIZE_METHODS:
+        raise StagewiseError(f"data.resize={cfg.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
+    if cfg.duplicates not in DUPLICATE_POLICIES:
+        raise StagewiseError(
+            f"data.duplicates={cfg.duplicates!r}: use one of {', '.join(DUPLICATE_POLICIES)}"
+        )
+    if len(cfg.background) != 3 or not all(0 <= v <= 255 for v in cfg.background):
+        raise StagewiseError(f"data.background={cfg.background}: give [r, g, b] with values 0..255")
+
+
+def decode_item(item: Item, settings: DecodeSettings) -> tuple[Decoded, str] | str:
+    """(decoded image, sha256 of its bytes), or the reason it is unusable. Runs in a worker."""
+    try:
+        if item.pixels is not None:
+            raw = item.pixels.tobytes()
+            height, width = item.pixels.shape[:2]
+            array = convert(Image.fromarray(item.pixels), settings)
+            decoded = Decoded(array, height, width, mode="L" if item.pixels.ndim == 2 else "RGB")
+        else:
+            raw = item.path.read_bytes()
+            decoded = decode_bytes(raw, settings)
+    except BadImage as e:
+        return str(e)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    return decoded, hashlib.sha256(raw).hexdigest()
+
+
+def workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def decode_all(items: list[Item], settings: DecodeSettings) -> Iterator[tuple[Decoded, str] | str]:
+    """decode_item over items, in order; across worker processes when it pays off."""
+    task = partial(decode_item, settings=settings)
+    n_workers = workers()
+    if n_workers < 2 or len(items) < PARALLEL_MIN_ITEMS or items[0].pixels is not None:
+        yield from map(task, items)
+        return
+    with Pool(n_workers) as pool:
+        yield from pool.imap(task, items, chunksize=16)
+
+
+def ingest(cfg: DataConfig, images_path: Path) -> Ingested:
+    """Decode every item into images_path (a .npy array store) and return the manifest."""
+    check_data_config(cfg)
+    listing = list_items(cfg)
+    items = listing.items
+    settings = DecodeSettings(
+        cfg.image_size, cfg.channels, cfg.resize, tuple(cfg.background), cfg.max_pixels
+    )
     scratch = images_path.with_name(images_path.name + ".partial")
     scratch.parent.mkdir(parents=True, exist_ok=True)
+    shape = (max(len(items), 1), cfg.image_size, cfg.image_size, cfg.channels)
     store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
-    rows, bad = [], []
-    for item in progress(items, desc="ingest", total=len(items)):
-        try:
-            array, sha256, (height, width) = decode(item, cfg.image_size, cfg.channels)
-        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-            bad.append({"id": item.id, "reason": f"{type(e).__name__}: {e}"})
+    rows, bad, first_of = [], list(listing.rejected), {}
+    duplicates: dict[str, list[str]] = {}
+    outcomes = progress(decode_all(items, settings), desc="ingest", total=len(items))
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, str):
+            bad.append({"id": item.id, "reason": outcome})
             continue
-        store[len(rows)] = array
-        rows.append(
-            (
-                item.id,
-                item.path and str(item.path),
-                len(rows),
-                item.label,
-                None,
-                None,
-                sha256,
-                height,
-                width,
-            )
-        )
+        decoded, sha256 = outcome
+        if sha256 in first_of:
+            duplicates.setdefault(first_of[sha256], []).append(item.id)
+            if cfg.duplicates != "keep_all":
+                continue
+        first_of.setdefault(sha256, item.id)
+        store[len(rows)] = decoded.array
+        rows.append((item.id, item.path and str(item.path), len(rows), item.label, item.group, item.time,
+                     item.folder_split, sha256, decoded.height, decoded.width, decoded.mode))  # fmt: skip
     del store
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    manifest["time"] = pd.to_datetime(manifest["time"], utc=True)
     try:
-        check_bad_share(len(bad), len(items), cfg.max_bad_fraction)
+        check_bad_share(len(bad), len(items) + len(listing.rejected), cfg.max_bad_fraction)
+        check_duplicates(duplicates, cfg.duplicates)
         check_classes(manifest)
     except StagewiseError:
         scratch.unlink()
         raise
     finish_store(scratch, images_path, len(rows))
-    report = {
+    return Ingested(manifest=manifest, report=ingest_report(cfg, manifest, bad, duplicates))
+
+
+def ingest_report(
+    cfg: DataConfig, manifest: pd.DataFrame, bad: list[dict], duplicates: dict
+) -> dict:
+    return {
         "source": cfg.source,
         "images": len(manifest),
-        "image_shape": list(shape[1:]),
+        "image_shape": [cfg.image_size, cfg.image_size, cfg.channels],
         "classes": {
             str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()
         },
-        "bad_files": bad,
+        "original_modes": dict(sorted(Counter(manifest["mode"]).items())),
+        "bad_files": sorted(bad, key=lambda entry: entry["id"]),
+        "duplicates": [
+            {"kept": first, "same_bytes": same} for first, same in sorted(duplicates.items())
+        ],
+        "duplicate_policy": cfg.duplicates,
     }
-    return Ingested(manifest=manifest, report=report)
 
 
 def check_bad_share(n_bad: int, n_total: int, max_fraction: float) -> None:
     if n_bad and n_bad / n_total > max_fraction:
         raise StagewiseError(
-            f"ingest: {n_bad} of {n_total} images are unreadable ({n_bad / n_total:.1%}), more than "
+            f"ingest: {n_bad} of {n_total} files are unusable ({n_bad / n_total:.1%}), more than "
             f"data.max_bad_fraction={max_fraction}; fix or remove them (run with a higher "
-            f"data.max_bad_fraction to see the list in data/ingested/report.json)"
+            f"data.max_bad_fraction to get the list with reasons in data/ingested/report.json)"
+        )
+
+
+def check_duplicates(duplicates: dict[str, list[str]], policy: str) -> None:
+    if duplicates and policy == "fail":
+        first, same = next(iter(sorted(duplicates.items())))
+        raise StagewiseError(
+            f"ingest: {sum(map(len, duplicates.values()))} file(s) are byte-identical copies of others "
+            f"(e.g. {', '.join(same[:3])} = {first}); remove them or set data.duplicates=keep_first"
         )
 
 
@@ -197,26 +194,3 @@ def finish_store(scratch: Path, final: Path, count: int) -> None:
     kept.flush()
     del kept, full
     scratch.unlink()
-
-
-def load_manifest(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise StagewiseError(f"{path} is missing: run `dvc repro ingest` first")
-    return pd.read_parquet(path)
-
-
-def load_images(path: Path) -> np.ndarray:
-    """The array store as a read-only memory map (N x H x W x C, uint8)."""
-    if not path.exists():
-        raise StagewiseError(f"{path} is missing: run `dvc repro ingest` first")
-    return np.load(path, mmap_mode="r")
-
-
-def iter_chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def class_names(manifest: pd.DataFrame) -> list[str]:
-    """The classes in a fixed order: a model's output i is class_names(...)[i]."""
-    return sorted(manifest["label"].unique())

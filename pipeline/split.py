@@ -5,7 +5,9 @@ ids + seed always give the same assignment, whatever order the rows arrive in.
 """
 
 import hashlib
+import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +15,15 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SplitConfig
-from pipeline.data import class_names, load_images, load_manifest
 from pipeline.errors import StagewiseError
 from pipeline.paths import Paths
+from pipeline.store import class_names, load_images, load_manifest
 
 SPLITS = ("train", "valid", "test")
-STRATEGIES = ("random",)
+STRATEGIES = ("random", "group", "time", "folder", "list")
+LEAKAGE_POLICIES = ("fail", "warn")
+
+log = logging.getLogger("stagewise")
 
 
 def split_sizes(n: int, valid_pct: float, test_pct: float) -> tuple[int, int, int]:
@@ -33,7 +38,13 @@ def split_sizes(n: int, valid_pct: float, test_pct: float) -> tuple[int, int, in
 
 def check_split_config(cfg: SplitConfig) -> None:
     if cfg.strategy not in STRATEGIES:
-        raise StagewiseError(f"split.strategy={cfg.strategy!r} is unknown; use one of {STRATEGIES}")
+        raise StagewiseError(
+            f"split.strategy={cfg.strategy!r} is unknown; use one of {', '.join(STRATEGIES)}"
+        )
+    if cfg.leakage not in LEAKAGE_POLICIES:
+        raise StagewiseError(f"split.leakage={cfg.leakage!r}: use fail or warn")
+    if cfg.strategy in ("folder", "list"):
+        return  # the shares come from the folders or the list
     for key, pct in (("valid_pct", cfg.valid_pct), ("test_pct", cfg.test_pct)):
         if not 0 <= pct < 1:
             raise StagewiseError(f"split.{key}={pct}: must be a fraction in [0, 1)")
@@ -59,9 +70,23 @@ def check_class_sizes(labels: pd.Series, valid_pct: float, test_pct: float) -> N
         )
 
 
-def random_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """Seeded stratified split: a frame with columns id, split (train/valid/test), sorted by id."""
+def assign_splits(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """The configured strategy's split: a frame with columns id, split, sorted by id."""
     check_split_config(cfg)
+    strategies = {
+        "random": random_split,
+        "group": group_split,
+        "time": time_split,
+        "folder": folder_split,
+        "list": list_split,
+    }
+    split = strategies[cfg.strategy](manifest, cfg).sort_values("id", ignore_index=True)
+    check_classes_train(manifest, split)
+    return split
+
+
+def random_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Seeded stratified split: each class keeps its share in each split."""
     check_class_sizes(manifest["label"], cfg.valid_pct, cfg.test_pct)
     rng = np.random.default_rng(cfg.seed)
     rows = manifest.sort_values("id")
@@ -72,7 +97,158 @@ def random_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         assigned.append(
             pd.DataFrame({"id": group["id"].to_numpy(), "split": rng.permutation(names)})
         )
-    return pd.concat(assigned).sort_values("id", ignore_index=True)
+    return pd.concat(assigned)
+
+
+def group_labels(manifest: pd.DataFrame, regex: str | None) -> pd.Series:
+    """Each image's group: group_regex's first group on its id, else the manifest's group column."""
+    if regex is None:
+        groups = manifest["group"]
+        if groups.isna().any():
+            raise StagewiseError(
+                f"split: {int(groups.isna().sum())} image(s) have no group; use data=table with a group "
+                "column, or set split.group_regex to read the group from the image path"
+            )
+        return groups.astype(str)
+    try:
+        pattern = re.compile(regex)
+    except re.error as e:
+        raise StagewiseError(f"split.group_regex={regex!r} is not a valid regex: {e}") from None
+    if pattern.groups < 1:
+        raise StagewiseError(f"split.group_regex={regex!r} needs a capture group, e.g. '^(p\\d+)_'")
+    groups = manifest["id"].str.extract(pattern, expand=False)
+    if groups.isna().any():
+        example = manifest.loc[groups.isna(), "id"].iloc[0]
+        raise StagewiseError(f"split.group_regex={regex!r} does not match image {example!r}")
+    return groups
+
+
+def group_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Whole groups, in seeded random order, fill test, then valid, then train."""
+    groups = group_labels(manifest, cfg.group_regex)
+    sizes = groups.value_counts().sort_index()
+    if len(sizes) < 2 + (cfg.test_pct > 0):
+        raise StagewiseError(
+            f"split=group: only {len(sizes)} group(s); need one per split at least"
+        )
+    order = np.random.default_rng(cfg.seed).permutation(sizes.index.to_numpy())
+    targets = {"test": cfg.test_pct * len(manifest), "valid": cfg.valid_pct * len(manifest)}
+    split_of, filled = {}, dict.fromkeys(targets, 0)
+    for group in order:
+        name = next(
+            (
+                n
+                for n in ("test", "valid")
+                if filled[n] < targets[n] and filled[n] + sizes[group] / 2 <= targets[n]
+            ),
+            "train",
+        )
+        split_of[group] = name
+        filled[name] = filled.get(name, 0) + int(sizes[group])
+    return pd.DataFrame({"id": manifest["id"].to_numpy(), "split": groups.map(split_of).to_numpy()})
+
+
+def time_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Oldest images train; the next valid_pct validate; the latest test_pct are the test set."""
+    if manifest["time"].isna().any():
+        raise StagewiseError(
+            "split=time needs a time for every image: use data=table with a time column"
+        )
+    rows = manifest.sort_values(["time", "id"])
+    n = len(rows)
+    n_test = math.floor(n * cfg.test_pct + 0.5)
+    n_valid = math.floor(n * cfg.valid_pct + 0.5)
+    names = np.repeat(SPLITS, [n - n_valid - n_test, n_valid, n_test])
+    return pd.DataFrame({"id": rows["id"].to_numpy(), "split": names})
+
+
+def folder_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    if manifest["folder_split"].isna().any():
+        raise StagewiseError(
+            "split=folder needs data.split_folders=true and <root>/train|valid|test/ folders"
+        )
+    return pd.DataFrame({"id": manifest["id"], "split": manifest["folder_split"]})
+
+
+def list_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """id,split rows from split.list_file; every image must be listed exactly once."""
+    if not cfg.list_file:
+        raise StagewiseError("split=list needs split.list_file: a CSV with columns id,split")
+    try:
+        listed = pd.read_csv(cfg.list_file, dtype=str)
+    except (OSError, ValueError) as e:
+        raise StagewiseError(f"split.list_file={cfg.list_file}: cannot read it ({e})") from None
+    if not {"id", "split"} <= set(listed.columns):
+        raise StagewiseError(f"split.list_file={cfg.list_file}: needs columns id,split")
+    if unknown := sorted(set(listed["split"]) - set(SPLITS)):
+        raise StagewiseError(
+            f"split.list_file={cfg.list_file}: unknown split name(s) {unknown}; use train, valid, test"
+        )
+    merged = manifest[["id"]].merge(
+        listed[["id", "split"]], on="id", how="left", validate="one_to_one"
+    )
+    if merged["split"].isna().any():
+        missing = merged.loc[merged["split"].isna(), "id"]
+        raise StagewiseError(
+            f"split.list_file={cfg.list_file}: {len(missing)} image(s) are not listed, e.g. {missing.iloc[0]!r}"
+        )
+    return merged
+
+
+def check_classes_train(manifest: pd.DataFrame, split: pd.DataFrame) -> None:
+    """Every class must have training images; a class missing from valid or test is reported."""
+    joined = manifest[["id", "label"]].merge(split, on="id")
+    present = joined.groupby("split")["label"].unique()
+    classes = set(manifest["label"])
+    untrained = sorted(classes - set(present.get("train", [])))
+    if untrained:
+        raise StagewiseError(
+            f"split: class(es) {untrained} have no training images under split.strategy; "
+            "add images or choose another split"
+        )
+    for name in ("valid", "test"):
+        if name in present and (absent := sorted(classes - set(present[name]))):
+            log.warning("split: class(es) %s have no %s images", absent, name)
+
+
+def leakage(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) -> dict:
+    """What crosses split boundaries: groups (when groups are known) and identical images."""
+    joined = manifest.merge(split, on="id", validate="one_to_one")
+    checks: dict = {"groups_checked": False, "group_overlap": []}
+    if cfg.strategy == "group" or joined["group"].notna().all():
+        groups = group_labels(joined, cfg.group_regex if cfg.strategy == "group" else None)
+        spread = joined.assign(group=groups.to_numpy()).groupby("group")["split"].unique()
+        checks["groups_checked"] = True
+        checks["group_overlap"] = [
+            {"group": str(g), "splits": sorted(s)} for g, s in spread.items() if len(s) > 1
+        ]
+    by_hash = joined.groupby("sha256")
+    checks["duplicate_images"] = [
+        {"sha256": sha, "ids": sorted(rows["id"]), "splits": sorted(rows["split"].unique())}
+        for sha, rows in by_hash
+        if rows["split"].nunique() > 1
+    ]
+    return checks
+
+
+def enforce_leakage(checks: dict, policy: str) -> None:
+    problems = []
+    if checks["group_overlap"]:
+        first = checks["group_overlap"][0]
+        problems.append(
+            f"{len(checks['group_overlap'])} group(s) in several splits (e.g. {first['group']!r} in {first['splits']})"
+        )
+    if checks["duplicate_images"]:
+        first = checks["duplicate_images"][0]
+        problems.append(
+            f"{len(checks['duplicate_images'])} identical image(s) in several splits (e.g. {first['ids']})"
+        )
+    if not problems:
+        return
+    message = f"split leaks: {'; '.join(problems)}; use split=group, remove the copies, or set split.leakage=warn"
+    if policy == "fail":
+        raise StagewiseError(message)
+    log.warning("warning: %s", message)
 
 
 def ids_digest(ids: pd.Series) -> str:
@@ -81,7 +257,7 @@ def ids_digest(ids: pd.Series) -> str:
 
 
 def split_report(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) -> dict:
-    """Counts per split and class, and a digest of each split's ids."""
+    """Counts per split and class, a digest of each split's ids, and the leakage checks."""
     joined = manifest[["id", "label"]].merge(split, on="id", validate="one_to_one")
     counts = joined.groupby(["split", "label"]).size()
     return {
@@ -95,6 +271,7 @@ def split_report(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) 
             }
             for name in SPLITS
         },
+        "leakage": leakage(manifest, split, cfg),
     }
 
 

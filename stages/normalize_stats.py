@@ -3,11 +3,11 @@
 import logging
 
 from pipeline.config import Config
-from pipeline.data import load_images, load_manifest
 from pipeline.io import write_json
 from pipeline.paths import Paths
 from pipeline.split import load_split_table, split_indices
 from pipeline.stats import channel_stats
+from pipeline.store import load_images, load_manifest
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")

@@ -3,10 +3,10 @@
 import logging
 
 from pipeline.config import Config
-from pipeline.data import load_manifest
 from pipeline.io import atomic_write, write_json
 from pipeline.paths import Paths
-from pipeline.split import random_split, split_report
+from pipeline.split import assign_splits, enforce_leakage, split_report
+from pipeline.store import load_manifest
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
@@ -14,8 +14,9 @@ log = logging.getLogger("stagewise")
 
 def run(cfg: Config, paths: Paths = Paths()) -> None:
     manifest = load_manifest(paths.manifest)
-    split = random_split(manifest, cfg.split)
+    split = assign_splits(manifest, cfg.split)
     report = split_report(manifest, split, cfg.split)
+    enforce_leakage(report["leakage"], cfg.split.leakage)
     atomic_write(paths.split, lambda tmp: split.to_parquet(tmp, index=False))
     write_json(paths.split_report, report)
     counts = {name: part["images"] for name, part in report["splits"].items()}

@@ -7,25 +7,39 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import load_manifest
 from pipeline.errors import StagewiseError
 from pipeline.paths import Paths
 from pipeline.split import (
     SPLITS,
+    assign_splits,
     load_split_images,
     load_split_table,
-    random_split,
     split_report,
     split_sizes,
 )
+from pipeline.store import load_manifest
 from tests.conftest import compose_config
 
 CFG = compose_config().split
 
 
-def toy_manifest(counts: dict[str, int]) -> pd.DataFrame:
+def toy_manifest(counts: dict[str, int], **columns) -> pd.DataFrame:
+    """A manifest like ingest writes: distinct images, no groups or times unless given."""
     labels = [label for label, n in counts.items() for _ in range(n)]
-    return pd.DataFrame({"id": [f"img{i:03d}" for i in range(len(labels))], "label": labels})
+    n = len(labels)
+    manifest = pd.DataFrame(
+        {
+            "id": [f"img{i:03d}" for i in range(n)],
+            "label": labels,
+            "group": None,
+            "time": pd.NaT,
+            "folder_split": None,
+            "sha256": [f"{i:064x}" for i in range(n)],
+        }
+    )
+    for name, values in columns.items():
+        manifest[name] = values
+    return manifest
 
 
 def test_every_image_gets_exactly_one_split_in_stratified_shares(digits_paths: Paths):
@@ -40,17 +54,17 @@ def test_every_image_gets_exactly_one_split_in_stratified_shares(digits_paths: P
 
 def test_split_is_reproducible_and_order_independent():
     manifest = toy_manifest({"a": 30, "b": 20})
-    first = random_split(manifest, CFG)
-    shuffled = random_split(manifest.sample(frac=1, random_state=3), CFG)
+    first = assign_splits(manifest, CFG)
+    shuffled = assign_splits(manifest.sample(frac=1, random_state=3), CFG)
     pd.testing.assert_frame_equal(first, shuffled)
 
 
 def test_seed_changes_the_split_and_its_digest():
     manifest = toy_manifest({"a": 30, "b": 20})
-    one = split_report(manifest, random_split(manifest, CFG), CFG)
+    one = split_report(manifest, assign_splits(manifest, CFG), CFG)
     other_cfg = replace(CFG, seed=CFG.seed + 1)
-    two = split_report(manifest, random_split(manifest, other_cfg), other_cfg)
-    again = split_report(manifest, random_split(manifest, CFG), CFG)
+    two = split_report(manifest, assign_splits(manifest, other_cfg), other_cfg)
+    again = split_report(manifest, assign_splits(manifest, CFG), CFG)
     assert one["splits"]["valid"]["digest"] != two["splits"]["valid"]["digest"]
     assert one == again
 
@@ -66,7 +80,7 @@ def test_report_counts_per_split_and_class(digits_paths: Paths):
 def test_class_too_small_is_named():
     manifest = toy_manifest({"big": 20, "tiny": 2})
     with pytest.raises(StagewiseError, match=r"'tiny' \(2\).*at least 3"):
-        random_split(manifest, CFG)
+        assign_splits(manifest, CFG)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +94,7 @@ def test_class_too_small_is_named():
 )
 def test_bad_split_settings_fail_clearly(change, message):
     with pytest.raises(StagewiseError, match=message):
-        random_split(toy_manifest({"a": 10, "b": 10}), replace(CFG, **change))
+        assign_splits(toy_manifest({"a": 10, "b": 10}), replace(CFG, **change))
 
 
 def test_split_sizes_round_and_keep_at_least_one():

@@ -1,0 +1,117 @@
+"""Decoding one image file robustly into a fixed-size uint8 array.
+
+Every way a file can be bad (empty, not an image, truncated, a decompression bomb) becomes a
+BadImage with a reason for the ingest report, never a crash. Orientation (EXIF), palette,
+alpha, CMYK, 16-bit and greyscale images are converted deliberately to the configured
+channels, then resized by fastai's methods: squish, crop (centre) or pad.
+"""
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+RESIZE_METHODS = ("squish", "crop", "pad")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+ORIENTATION_TAG = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
+# Our own max_pixels check runs first; PIL's guard must not pre-empt it with a warning.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class BadImage(Exception):
+    """A file that cannot become a training image; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    size: int
+    channels: int  # 1 = greyscale, 3 = RGB
+    resize: str  # one of RESIZE_METHODS
+    background: tuple[int, int, int]  # behind transparent pixels, and padding
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class Decoded:
+    array: np.ndarray  # size x size x channels, uint8
+    height: int  # as displayed, i.e. after EXIF orientation
+    width: int
+    mode: str  # PIL mode of the file, e.g. "RGB", "P", "I;16", "CMYK"
+
+
+def decode_bytes(raw: bytes, settings: DecodeSettings) -> Decoded:
+    if not raw:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+            if width * height > settings.max_pixels:
+                raise BadImage(
+                    f"too large: {width}x{height} = {width * height} pixels > data.max_pixels="
+                    f"{settings.max_pixels} (decompression bomb guard)"
+                )
+            mode = image.mode
+            if image.getexif().get(ORIENTATION_TAG, 1) in TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: much faster for thumbnails.
+            image.draft(None, (settings.size, settings.size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("not an image: no decoder recognises the file") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise BadImage(f"unreadable: {e}") from None
+    return Decoded(array=convert(image, settings), height=height, width=width, mode=mode)
+
+
+def convert(image: Image.Image, settings: DecodeSettings) -> np.ndarray:
+    """A decoded image -> size x size x channels uint8 array."""
+    image = to_channels(image, settings.channels, settings.background)
+    image = fit(image, settings.size, settings.resize, fill(settings.background, settings.channels))
+    return np.asarray(image, dtype=np.uint8).reshape(
+        settings.size, settings.size, settings.channels
+    )
+
+
+def fill(background: tuple[int, int, int], channels: int) -> int | tuple[int, int, int]:
+    """The background colour in the output mode (greyscale uses ITU-R 601 luma, as PIL does)."""
+    if channels == 3:
+        return tuple(background)
+    r, g, b = background
+    return round(0.299 * r + 0.587 * g + 0.114 * b)
+
+
+def to_channels(image: Image.Image, channels: int, background: tuple[int, int, int]) -> Image.Image:
+    """Any PIL mode -> "L" or "RGB", with each kind of source converted on purpose."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        # 16-bit greyscale: scale 0..65535 to 0..255 (PIL's convert would clip at 255).
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(values / 257), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "P":
+        image = image.convert("RGBA")  # honours the palette's transparency
+    if image.mode in ("LA", "La", "PA", "RGBa", "RGBA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, tuple(background))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        image = canvas
+    return image.convert("L" if channels == 1 else "RGB")  # also CMYK, YCbCr, LAB, 1-bit
+
+
+def fit(
+    image: Image.Image, size: int, method: str, color: int | tuple[int, int, int]
+) -> Image.Image:
+    """Resize to size x size: squish (ignore aspect), crop (centre) or pad (letterbox)."""
+    if image.size == (size, size):
+        return image
+    resample = Image.Resampling.BILINEAR
+    if method == "squish":
+        return image.resize((size, size), resample)
+    if method == "crop":
+        return ImageOps.fit(image, (size, size), method=resample)
+    return ImageOps.pad(image, (size, size), method=resample, color=color)
