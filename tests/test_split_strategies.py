@@ -64,7 +64,6 @@ def test_random_split_of_grouped_data_is_caught_as_leakage(caplog):
 
 
 def test_time_split_validates_on_the_future():
-    times = pd.to_datetime(["2024-01-01T00:00:00Z"] * 1, utc=True).repeat(0)
     manifest = toy_manifest({"a": 50, "b": 50})
     manifest["time"] = pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC")[
         ::-1
