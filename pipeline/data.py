@@ -14,7 +14,6 @@ from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -23,7 +22,7 @@ from pipeline.decode import RESIZE_METHODS, BadImage, Decoded, DecodeSettings, c
 from pipeline.errors import StagewiseError
 from pipeline.progress import progress
 from pipeline.sources import Item, list_items
-from pipeline.store import iter_chunks
+from pipeline.store import StoreWriter
 
 MANIFEST_COLUMNS = [
     "id", "path", "index", "label", "group", "time", "folder_split", "sha256", "height", "width", "mode",
@@ -97,11 +96,23 @@ def ingest(cfg: DataConfig, images_path: Path) -> Ingested:
     settings = DecodeSettings(
         cfg.image_size, cfg.channels, cfg.resize, tuple(cfg.background), cfg.max_pixels
     )
-    scratch = images_path.with_name(images_path.name + ".partial")
-    scratch.parent.mkdir(parents=True, exist_ok=True)
-    shape = (max(len(items), 1), cfg.image_size, cfg.image_size, cfg.channels)
-    store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
-    rows, bad, first_of = [], list(listing.rejected), {}
+    with StoreWriter(images_path, (cfg.image_size, cfg.image_size, cfg.channels)) as store:
+        rows, bad, duplicates = decode_into(store, items, settings, cfg.duplicates)
+        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+        manifest["time"] = pd.to_datetime(manifest["time"], utc=True)
+        bad = listing.rejected + bad
+        check_bad_share(len(bad), len(items) + len(listing.rejected), cfg.max_bad_fraction)
+        check_duplicates(duplicates, cfg.duplicates)
+        check_classes(manifest)
+        store.finish()
+    return Ingested(manifest=manifest, report=ingest_report(cfg, manifest, bad, duplicates))
+
+
+def decode_into(
+    store: StoreWriter, items: list[Item], settings: DecodeSettings, duplicate_policy: str
+) -> tuple[list[tuple], list[dict], dict[str, list[str]]]:
+    """Decode items into the store: (manifest rows, unusable files, {first id: its copies})."""
+    rows, bad, first_of = [], [], {}
     duplicates: dict[str, list[str]] = {}
     outcomes = progress(decode_all(items, settings), desc="ingest", total=len(items))
     for item, outcome in zip(items, outcomes, strict=True):
@@ -111,24 +122,13 @@ def ingest(cfg: DataConfig, images_path: Path) -> Ingested:
         decoded, sha256 = outcome
         if sha256 in first_of:
             duplicates.setdefault(first_of[sha256], []).append(item.id)
-            if cfg.duplicates != "keep_all":
+            if duplicate_policy != "keep_all":
                 continue
         first_of.setdefault(sha256, item.id)
-        store[len(rows)] = decoded.array
+        store.append(decoded.array)
         rows.append((item.id, item.path and str(item.path), len(rows), item.label, item.group, item.time,
                      item.folder_split, sha256, decoded.height, decoded.width, decoded.mode))  # fmt: skip
-    del store
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    manifest["time"] = pd.to_datetime(manifest["time"], utc=True)
-    try:
-        check_bad_share(len(bad), len(items) + len(listing.rejected), cfg.max_bad_fraction)
-        check_duplicates(duplicates, cfg.duplicates)
-        check_classes(manifest)
-    except StagewiseError:
-        scratch.unlink()
-        raise
-    finish_store(scratch, images_path, len(rows))
-    return Ingested(manifest=manifest, report=ingest_report(cfg, manifest, bad, duplicates))
+    return rows, bad, duplicates
 
 
 def ingest_report(
@@ -177,20 +177,3 @@ def check_classes(manifest: pd.DataFrame) -> None:
         raise StagewiseError(
             f"ingest: only one class ({manifest['label'].iloc[0]!r}) found; a classifier needs at least two"
         )
-
-
-def finish_store(scratch: Path, final: Path, count: int) -> None:
-    """Move the scratch store to its final name, dropping the rows of skipped images."""
-    full = np.load(scratch, mmap_mode="r")
-    if count == len(full):
-        del full
-        scratch.replace(final)
-        return
-    kept = np.lib.format.open_memmap(
-        final, mode="w+", dtype=np.uint8, shape=(count, *full.shape[1:])
-    )
-    for chunk in iter_chunks(count, 4096):
-        kept[chunk] = full[chunk]
-    kept.flush()
-    del kept, full
-    scratch.unlink()

@@ -4,6 +4,8 @@ Every stage after ingest reads data through here (and so does not depend on the 
 code): images as a read-only memory map, never the whole dataset in RAM.
 """
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +36,48 @@ def iter_chunks(n: int, size: int) -> Iterator[slice]:
 def class_names(manifest: pd.DataFrame) -> list[str]:
     """The classes in a fixed order: a model's output i is class_names(...)[i]."""
     return sorted(manifest["label"].unique())
+
+
+class StoreWriter:
+    """Appends equally-shaped uint8 images to a .npy array store, streaming.
+
+    Rows go to a headerless scratch file with plain writes (not a memory map, whose dirty
+    pages would count against the process and grow with the dataset); finish() prepends the
+    .npy header for the final row count and moves the result into place atomically.
+    """
+
+    def __init__(self, path: Path, image_shape: tuple[int, ...]):
+        self.path = path
+        self.image_shape = image_shape
+        self.count = 0
+        self.scratch = path.with_name(path.name + ".rows")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.scratch, "wb")  # noqa: SIM115 - closed by finish() or discard()
+
+    def append(self, image: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+        self.count += 1
+
+    def finish(self) -> None:
+        self.file.close()
+        final = self.path.with_name(self.path.name + ".partial")
+        header = {"descr": "|u1", "fortran_order": False, "shape": (self.count, *self.image_shape)}
+        with open(final, "wb") as out, open(self.scratch, "rb") as rows:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(rows, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(final, self.path)
+        self.scratch.unlink()
+
+    def discard(self) -> None:
+        self.file.close()
+        self.scratch.unlink(missing_ok=True)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Without finish() (an error, Ctrl-C), nothing is left behind."""
+        if self.scratch.exists():
+            self.discard()

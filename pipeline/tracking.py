@@ -128,6 +128,7 @@ def training_run(
         params = [Param(k, v) for k, v in flatten(config).items()]
         for start in range(0, len(params), 100):  # MLflow accepts at most 100 params a call
             mlflow_client.log_batch(run_id, params=params[start : start + 100])
+        mlflow_client.log_dict(run_id, config, "config.yaml")  # the resolved config, as a file
         yield run_id
         status = RunStatus.to_string(RunStatus.FINISHED)
     except (KeyboardInterrupt, SystemExit):

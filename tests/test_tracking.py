@@ -37,6 +37,8 @@ def test_finished_run_holds_flat_params_and_lives_under_mlruns(paths):
     )
     assert experiment.artifact_location == (paths.mlruns / "artifacts").as_uri()
     assert (paths.mlruns / "mlflow.db").exists()
+    client = MlflowClient(tracking.local_store_uri(paths))
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
 
 
 @pytest.mark.parametrize(
