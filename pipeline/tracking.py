@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -163,7 +164,11 @@ def log_split_inputs(paths: Paths, run_id: str, splits: dict[str, str]) -> None:
     from mlflow.entities import DatasetInput, InputTag
 
     report = json.loads(paths.split_report.read_text(encoding="utf-8"))
-    source = resolve_dataset_source(str(paths.split))
+    with (
+        warnings.catch_warnings()
+    ):  # two registered sources both claim local files; either is right
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(paths.split))
     inputs = [
         DatasetInput(
             MetaDataset(
