@@ -57,3 +57,8 @@ def mlflow_metrics(scored: Scored) -> dict[str, float]:
             safe = re.sub(r"[^\w\-. /]", "_", name)  # characters MLflow accepts in a name
             flat[f"{scored.split}_{metric}_class_{safe}"] = per_class[metric]
     return flat
+
+
+def describe(scored: Scored) -> str:
+    m = scored.metrics
+    return f"{scored.split} accuracy {m['accuracy']:.4f} (error rate {m['error_rate']:.4f}) on {m['images']} images"

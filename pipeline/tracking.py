@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import StagewiseError
+from pipeline.io import read_json
 from pipeline.paths import PROJECT_ROOT, ModelFiles, Paths
 
 # Artifact transfers are local and quick: their progress bars only clutter the stage logs.
@@ -189,15 +190,17 @@ def log_figure(paths: Paths, run_id: str, figure: Any, name: str) -> None:
     client(paths).log_figure(run_id, figure, name)
 
 
-def check_run(paths: Paths, run_id: str) -> None:
-    """Fail clearly when models/run.json names a run this store does not have."""
+def trained_run(paths: Paths) -> dict:
+    """models/run.json of the workspace's model: its MLflow run, which must be in the store."""
+    info = read_json(ModelFiles(paths.model_dir).run, "train")
     try:
-        client(paths).get_run(run_id)
+        client(paths).get_run(info["run_id"])
     except mlflow.exceptions.MlflowException:
         raise StagewiseError(
-            f"MLflow run {run_id} (from models/run.json) is not in {tracking_uri(paths)}; "
+            f"MLflow run {info['run_id']} (from models/run.json) is not in {tracking_uri(paths)}; "
             "rerun training with `dvc repro --force train`"
         ) from None
+    return info
 
 
 def log_model(paths: Paths, run_id: str, files: ModelFiles, example: np.ndarray) -> str:

@@ -4,10 +4,10 @@ import logging
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.evaluation import headline, mlflow_metrics, per_class_rows, score_split
-from pipeline.io import read_json, write_csv, write_json
+from pipeline.evaluation import describe, headline, mlflow_metrics, per_class_rows, score_split
+from pipeline.io import write_csv, write_json
 from pipeline.metrics import confusion_rows
-from pipeline.paths import ModelFiles, Paths
+from pipeline.paths import Paths
 from pipeline.plots import confusion_figure
 from stages.common import entrypoint
 
@@ -15,8 +15,7 @@ log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
-    run_info = read_json(ModelFiles(paths.model_dir).run, "train")
-    tracking.check_run(paths, run_info["run_id"])
+    run_info = tracking.trained_run(paths)
     scored = score_split(paths, "valid", cfg.eval.batch_size)
     write_json(paths.valid_metrics, headline(scored.metrics))
     write_csv(paths.valid_per_class, per_class_rows(scored.metrics))
@@ -26,12 +25,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     tracking.log_metrics(paths, run_info["run_id"], mlflow_metrics(scored), run_info["epochs"])
     figure = confusion_figure(scored.actual, scored.predicted, scored.classes, "valid")
     tracking.log_figure(paths, run_info["run_id"], figure, "valid/confusion_matrix.png")
-    log.info(
-        "valid accuracy %.4f (error rate %.4f) on %d images",
-        scored.metrics["accuracy"],
-        scored.metrics["error_rate"],
-        scored.metrics["images"],
-    )
+    log.info(describe(scored))
     return scored.metrics
 
 
