@@ -121,27 +121,24 @@ def test_stage_multirun_trains_one_run_per_job_without_touching_pipeline_outputs
     assert ran_stages(project.run("dvc", "repro").stdout) == []
 
 
+def exp_run(project: ProjectCopy, *params: str) -> list[str]:
+    """`dvc exp run -S p ...`; the stages it ran."""
+    command = ["dvc", "exp", "run"]
+    for param in params:
+        command += ["-S", param]
+    return ran_stages(project.run(*command).stdout)
+
+
 def test_experiments_rerun_only_what_their_params_affect(project):
-    epochs = project.run("dvc", "exp", "run", "-S", "train.epochs=1", "-S", "model.widths=[8,16]")
-    assert ran_stages(epochs.stdout) == ["train", "evaluate", "test-holdout"]
-    seed = project.run(
-        "dvc",
-        "exp",
-        "run",
-        "-S",
-        "split.seed=7",
-        "-S",
-        "train.epochs=1",
-        "-S",
-        "model.widths=[8,16]",
-    )
-    assert ran_stages(seed.stdout) == [
-        "split",
-        "normalize-stats",
-        "train",
-        "evaluate",
-        "test-holdout",
-    ]
+    tiny_model = "model.widths=[8,16]"
+    assert exp_run(project, "train.epochs=1", tiny_model) == ["train", "evaluate", "test-holdout"]
+    assert exp_run(project, "split.seed=7", "train.epochs=1", tiny_model) == [
+        "split", "normalize-stats", "train", "evaluate", "test-holdout",
+    ]  # fmt: skip
+    assert exp_run(project, "split.seed=7", "train.epochs=1", "model=resnet18") == [
+        "train", "evaluate", "test-holdout",
+    ]  # fmt: skip
+    assert project.json("models/model.json")["arch"] == "resnet18"
     header = project.run("dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")
     assert {"metrics/test.json:accuracy", "metrics/valid.json:f1_macro", "train.epochs"} <= set(
         header
