@@ -67,6 +67,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     batch_size: int
+    top_k: int
+    top_losses: int
 
 
 @dataclass

@@ -5,35 +5,57 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config import EvalConfig
 from pipeline.inference import Classifier
-from pipeline.metrics import classification_metrics
+from pipeline.metrics import classification_metrics, image_losses, probability_metrics
 from pipeline.paths import ModelFiles, Paths
-from pipeline.split import load_split_images
+from pipeline.split import SplitImages, load_split_images
 
 
 @dataclass(frozen=True)
 class Scored:
     split: str
-    classes: list[str]
-    actual: np.ndarray
-    predicted: np.ndarray
+    data: SplitImages
+    proba: np.ndarray  # N x classes
     metrics: dict
 
+    @property
+    def classes(self) -> list[str]:
+        return self.data.classes
 
-def log_loss(proba: np.ndarray, actual: np.ndarray) -> float:
-    """Mean negative log-likelihood of the true class (probabilities clipped at 1e-15)."""
-    picked = proba[np.arange(len(actual)), actual]
-    return float(-np.log(np.clip(picked, 1e-15, 1.0)).mean())
+    @property
+    def actual(self) -> np.ndarray:
+        return self.data.targets
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
 
 
-def score_split(paths: Paths, split: str, batch_size: int) -> Scored:
+def score_split(paths: Paths, split: str, cfg: EvalConfig) -> Scored:
     classifier = Classifier.load(ModelFiles(paths.model_dir))
     data = load_split_images(paths, split)
-    proba = classifier.predict_proba(data.images, batch_size)
-    predicted = proba.argmax(axis=1)
-    metrics = classification_metrics(data.targets, predicted, data.classes)
-    metrics["loss"] = log_loss(proba, data.targets)
-    return Scored(split, data.classes, data.targets, predicted, metrics)
+    proba = classifier.predict_proba(data.images, cfg.batch_size)
+    metrics = classification_metrics(data.targets, proba.argmax(axis=1), data.classes)
+    metrics.update(probability_metrics(proba, data.targets, cfg.top_k))
+    return Scored(split, data, proba, metrics)
+
+
+def top_losses(scored: Scored, k: int) -> list[dict]:
+    """fastai's top_losses: the k images the model is most wrong about, worst first."""
+    losses = image_losses(scored.proba, scored.actual)
+    worst = np.argsort(-losses, kind="stable")[:k]
+    return [
+        {
+            "id": scored.data.ids[i],
+            "actual": scored.classes[scored.actual[i]],
+            "predicted": scored.classes[scored.predicted[i]],
+            "loss": float(losses[i]),
+            "probability": float(scored.proba[i].max()),
+            "index": int(i),
+        }
+        for i in worst
+    ]
 
 
 def headline(metrics: dict) -> dict:

@@ -46,13 +46,15 @@ def read_json(path: Path, produced_by: str) -> Any:
         ) from None
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """rows (dicts with the same keys) as a CSV with a header line."""
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """rows (dicts with the same keys) as a CSV with a header line; columns name the header
+    when there may be no rows."""
     import csv
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    fieldnames = columns or (list(rows[0]) if rows else [])
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))

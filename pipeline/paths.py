@@ -68,6 +68,14 @@ class Paths:
         return self.root / "plots/valid/per_class.csv"
 
     @property
+    def valid_top_losses(self) -> Path:
+        return self.root / "plots/valid/top_losses.csv"
+
+    @property
+    def valid_most_confused(self) -> Path:
+        return self.root / "plots/valid/most_confused.csv"
+
+    @property
     def test_metrics(self) -> Path:
         return self.root / "metrics/test.json"
 

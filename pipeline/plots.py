@@ -5,13 +5,18 @@ import numpy as np
 from pipeline.metrics import confusion_matrix
 
 
-def confusion_figure(actual: np.ndarray, predicted: np.ndarray, classes: list[str], title: str):
-    """A matplotlib figure of the confusion matrix with counts in the cells."""
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def confusion_figure(actual: np.ndarray, predicted: np.ndarray, classes: list[str], title: str):
+    """A matplotlib figure of the confusion matrix with counts in the cells."""
+    plt = pyplot()
     counts = confusion_matrix(actual, predicted, len(classes))
     size = max(4.0, 0.45 * len(classes) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
@@ -33,5 +38,30 @@ def confusion_figure(actual: np.ndarray, predicted: np.ndarray, classes: list[st
                 color="white" if n > threshold else "black",
                 fontsize=8,
             )
+    figure.tight_layout()
+    return figure
+
+
+def top_losses_figure(images: np.ndarray, rows: list[dict]):
+    """fastai's plot_top_losses: each image titled predicted/actual/loss/probability."""
+    plt = pyplot()
+    columns = min(4, max(len(rows), 1))
+    n_rows = max(1, -(-len(rows) // columns))
+    figure, axes = plt.subplots(
+        n_rows, columns, figsize=(2.6 * columns, 2.9 * n_rows), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows, strict=False):
+        image = images[row["index"]]
+        if image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image)
+        ax.set_title(
+            f"{row['predicted']}/{row['actual']}\n{row['loss']:.2f} / {row['probability']:.2f}",
+            fontsize=9,
+        )
+    figure.suptitle("Prediction/Actual  Loss/Probability", fontsize=10)
     figure.tight_layout()
     return figure

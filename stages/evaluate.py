@@ -1,31 +1,58 @@
-"""evaluate: score the trained model on the valid split; metrics, confusion matrix, MLflow."""
+"""evaluate: score the trained model on the valid split, and show where it fails.
+
+Writes the metrics (DVC metrics + MLflow), the confusion matrix (DVC plot data + PNG), and
+fastai's interpretation: the top losses (table + image grid) and the most confused pairs.
+"""
 
 import logging
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.evaluation import describe, headline, mlflow_metrics, per_class_rows, score_split
+from pipeline.evaluation import (
+    describe,
+    headline,
+    mlflow_metrics,
+    per_class_rows,
+    score_split,
+    top_losses,
+)
 from pipeline.io import write_csv, write_json
-from pipeline.metrics import confusion_rows
+from pipeline.metrics import confusion_rows, most_confused
 from pipeline.paths import Paths
-from pipeline.plots import confusion_figure
+from pipeline.plots import confusion_figure, top_losses_figure
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
-    run_info = tracking.trained_run(paths)
-    scored = score_split(paths, "valid", cfg.eval.batch_size)
+    run = tracking.trained_run(paths)
+    scored = score_split(paths, "valid", cfg.eval)
+    worst = top_losses(scored, cfg.eval.top_losses)
+    confused = most_confused(scored.actual, scored.predicted, scored.classes)
     write_json(paths.valid_metrics, headline(scored.metrics))
     write_csv(paths.valid_per_class, per_class_rows(scored.metrics))
     write_csv(
         paths.valid_confusion, confusion_rows(scored.actual, scored.predicted, scored.classes)
     )
-    tracking.log_metrics(paths, run_info["run_id"], mlflow_metrics(scored), run_info["epochs"])
-    figure = confusion_figure(scored.actual, scored.predicted, scored.classes, "valid")
-    tracking.log_figure(paths, run_info["run_id"], figure, "valid/confusion_matrix.png")
+    write_csv(
+        paths.valid_top_losses, [{k: v for k, v in row.items() if k != "index"} for row in worst]
+    )
+    write_csv(paths.valid_most_confused, confused, columns=["actual", "predicted", "count"])
+    tracking.log_metrics(paths, run["run_id"], mlflow_metrics(scored), run["epochs"])
+    figures = {
+        "valid/confusion_matrix.png": confusion_figure(
+            scored.actual, scored.predicted, scored.classes, "valid"
+        ),
+        "valid/top_losses.png": top_losses_figure(scored.data.images, worst),
+    }
+    for name, figure in figures.items():
+        tracking.log_figure(paths, run["run_id"], figure, name)
+    for table in (paths.valid_top_losses, paths.valid_most_confused, paths.valid_per_class):
+        tracking.log_artifact(paths, run["run_id"], table, "valid")
     log.info(describe(scored))
+    for pair in confused[:3]:
+        log.info("most confused: %(actual)s predicted as %(predicted)s, %(count)d time(s)", pair)
     return scored.metrics
 
 

@@ -14,7 +14,7 @@ log = logging.getLogger("stagewise")
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
     run_info = tracking.trained_run(paths)
-    scored = score_split(paths, "test", cfg.eval.batch_size)
+    scored = score_split(paths, "test", cfg.eval)
     write_json(paths.test_metrics, headline(scored.metrics))
     tracking.log_metrics(paths, run_info["run_id"], mlflow_metrics(scored), run_info["epochs"])
     tracking.set_tags(paths, run_info["run_id"], {"test_holdout.used": "true"})

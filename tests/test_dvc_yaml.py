@@ -73,6 +73,8 @@ def test_outputs_are_the_locations_in_paths():
             paths.valid_metrics,
             paths.valid_confusion,
             paths.valid_per_class,
+            paths.valid_top_losses,
+            paths.valid_most_confused,
             paths.test_metrics,
         )
     }

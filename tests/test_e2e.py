@@ -82,7 +82,17 @@ def test_one_mlflow_run_holds_config_curves_metrics_and_model(project):
     )
     assert run.data.tags["test_holdout.used"] == "true"
     artifacts = {a.path for a in client.list_artifacts(run_id, "valid")}
-    assert "valid/confusion_matrix.png" in artifacts
+    assert {
+        "valid/confusion_matrix.png",
+        "valid/top_losses.png",
+        "valid/top_losses.csv",
+        "valid/most_confused.csv",
+    } <= artifacts
+    valid_metrics = project.json("metrics/valid.json")
+    for name in ("balanced_accuracy", "f1_weighted", "log_loss", "top_3_accuracy"):
+        assert run.data.metrics[f"valid_{name}"] == pytest.approx(valid_metrics[name]), name
+    top = (project.root / "plots/valid/top_losses.csv").read_text().splitlines()
+    assert top[0] == "id,actual,predicted,loss,probability" and len(top) == 17
     assert (
         client.get_experiment(run.info.experiment_id).artifact_location
         == (project.root / "mlruns/artifacts").as_uri()

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from pipeline.metrics import classification_metrics, confusion_matrix, confusion_rows
+from pipeline.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    confusion_rows,
+    most_confused,
+    probability_metrics,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -45,4 +51,40 @@ def test_a_class_never_predicted_scores_zero_not_nan():
 def test_confusion_rows_name_the_classes():
     assert confusion_rows(np.array([1]), np.array([0]), ["cat", "dog"]) == [
         {"actual": "dog", "predicted": "cat"}
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_weighted_balanced_top_k_and_log_loss_match_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    n, k = 300, 6
+    actual = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 2.0 * np.eye(k)[actual] * (rng.random(n) < 0.6)[:, None]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predicted = proba.argmax(axis=1)
+    result = classification_metrics(actual, predicted, [str(i) for i in range(k)])
+    assert result["balanced_accuracy"] == pytest.approx(
+        sk.balanced_accuracy_score(actual, predicted)
+    )
+    for name in ("precision", "recall", "f1"):
+        score = getattr(sk, f"{name}_score")(actual, predicted, average="weighted", zero_division=0)
+        assert result[f"{name}_weighted"] == pytest.approx(score), name
+    probabilistic = probability_metrics(proba, actual, top_k=3)
+    assert probabilistic["log_loss"] == pytest.approx(sk.log_loss(actual, proba, labels=range(k)))
+    assert probabilistic["top_3_accuracy"] == pytest.approx(
+        sk.top_k_accuracy_score(actual, proba, k=3, labels=range(k))
+    )
+
+
+def test_most_confused_counts_off_diagonal_pairs_most_first():
+    actual = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    predicted = np.array([1, 1, 0, 0, 1, 1, 0, 2])
+    assert most_confused(actual, predicted, ["a", "b", "c"]) == [
+        {"actual": "a", "predicted": "b", "count": 2},
+        {"actual": "b", "predicted": "a", "count": 1},
+        {"actual": "c", "predicted": "a", "count": 1},
+        {"actual": "c", "predicted": "b", "count": 1},
+    ]
+    assert most_confused(actual, predicted, ["a", "b", "c"], min_count=2) == [
+        {"actual": "a", "predicted": "b", "count": 2}
     ]
