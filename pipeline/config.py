@@ -69,6 +69,7 @@ class EvalConfig:
     batch_size: int
     top_k: int
     top_losses: int
+    allow_test_sweep: bool
 
 
 @dataclass

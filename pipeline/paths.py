@@ -79,6 +79,11 @@ class Paths:
     def test_metrics(self) -> Path:
         return self.root / "metrics/test.json"
 
+    @property
+    def holdout_ledger(self) -> Path:
+        """Not a DVC output: it accumulates across runs and is committed to git."""
+        return self.root / "data/holdout_ledger.json"
+
     # MLflow store
     @property
     def mlruns(self) -> Path:

@@ -1,29 +1,54 @@
-"""test-holdout: the only code that reads the test split; scores the final model once."""
+"""test-holdout: the only code that reads the test split; scores the final model once.
+
+Every evaluation is recorded in the holdout ledger; scoring another configuration on the
+same test split is allowed but warned about loudly, and counted on the MLflow run.
+"""
 
 import logging
 
-from pipeline import tracking
+from pipeline import holdout, tracking
 from pipeline.config import Config
+from pipeline.errors import StagewiseError
 from pipeline.evaluation import describe, headline, mlflow_metrics, score_split
-from pipeline.io import write_json
+from pipeline.io import read_json, write_json
 from pipeline.paths import Paths
-from stages.common import entrypoint
+from stages.common import entrypoint, is_multirun
 
 log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
-    run_info = tracking.trained_run(paths)
+    run_id = (run_info := tracking.trained_run(paths))["run_id"]
     scored = score_split(paths, "test", cfg.eval)
-    write_json(paths.test_metrics, headline(scored.metrics))
-    tracking.log_metrics(paths, run_info["run_id"], mlflow_metrics(scored), run_info["epochs"])
-    tracking.set_tags(paths, run_info["run_id"], {"test_holdout.used": "true"})
-    tracking.log_split_inputs(paths, run_info["run_id"], {"test": "testing"})
+    test_digest = read_json(paths.split_report, "split")["splits"]["test"]["digest"]
+    ledger = (
+        read_json(paths.holdout_ledger, "test-holdout") if paths.holdout_ledger.exists() else []
+    )
+    ledger, others = holdout.record(ledger, holdout.new_evaluation(test_digest, cfg, run_id))
+    if others:
+        log.warning("WARNING: %s", holdout.warning(others, test_digest))
+    evaluations = holdout.configurations_evaluated(ledger, test_digest)
+    write_json(paths.holdout_ledger, ledger)
+    write_json(paths.test_metrics, {**headline(scored.metrics), "test_evaluations": evaluations})
+    metrics = {**mlflow_metrics(scored), "test_evaluations": evaluations}
+    tracking.log_metrics(paths, run_id, metrics, run_info["epochs"])
+    tags = {"test_holdout.used": "true", "test_holdout.split_digest": test_digest}
+    tracking.set_tags(paths, run_id, {**tags, "test_holdout.evaluations": evaluations})
+    tracking.log_split_inputs(paths, run_id, {"test": "testing"})
     log.info(describe(scored))
     return scored.metrics
 
 
-main = entrypoint(run)
+def main_run(cfg: Config) -> dict:
+    if is_multirun() and not cfg.eval.allow_test_sweep:
+        raise StagewiseError(
+            "test-holdout refuses to run in a sweep: that scores the test set once per job. Compare "
+            "jobs on their valid metrics, then score the winner once (or set eval.allow_test_sweep=true)"
+        )
+    return run(cfg)
+
+
+main = entrypoint(main_run)
 
 if __name__ == "__main__":
     main()

@@ -131,6 +131,85 @@ def test_stage_multirun_trains_one_run_per_job_without_touching_pipeline_outputs
     assert ran_stages(project.run("dvc", "repro").stdout) == []
 
 
+def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(project):
+    assert project.json("metrics/test.json")["test_evaluations"] == 1
+    project.compose("train.epochs=1", "model.widths=[8,16]")
+    result = project.run("dvc", "repro")
+    assert ran_stages(result.stdout) == ["train", "evaluate", "test-holdout"]
+    assert "THE TEST SET HAS BEEN USED BEFORE" in result.stdout + result.stderr
+    ledger = project.json("data/holdout_ledger.json")
+    assert len(ledger) == 2 and len({e["config_digest"] for e in ledger}) == 2
+    assert project.json("metrics/test.json")["test_evaluations"] == 2
+    run = mlflow_client(project).get_run(project.json("models/run.json")["run_id"])
+    assert (
+        run.data.tags["test_holdout.evaluations"] == "2"
+        and run.data.metrics["test_evaluations"] == 2
+    )
+    refused = project.run(
+        "python", "-m", "stages.test_holdout", "-m", "eval.batch_size=64,128", check=False
+    )
+    assert (
+        refused.returncode != 0 and "refuses to run in a sweep" in refused.stdout + refused.stderr
+    )
+    assert len(project.json("data/holdout_ledger.json")) == 2
+
+
+def test_served_model_answers_raw_pixels_like_test_holdout(project):
+    import json
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    from pipeline.split import load_split_images
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **project.env(),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}",
+    }
+    model_uri = project.json("models/run.json")["model_uri"]
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=project.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def post(body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"{url}/invocations", body, {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "mlflow models serve exited"
+                time.sleep(0.5)
+        test = load_split_images(Paths(project.root), "test")
+        status, answer = post(json.dumps({"inputs": test.images.tolist()}).encode())
+        assert status == 200
+        labels = np.array([row["label"] for row in answer["predictions"]])
+        accuracy = float((labels == np.array(test.classes)[test.targets]).mean())
+        assert accuracy == pytest.approx(project.json("metrics/test.json")["accuracy"])
+        status, error = post(b'{"inputs": "not pixels"}')
+        assert 400 <= status < 500 and error.get("message")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def exp_run(project: ProjectCopy, *params: str) -> list[str]:
     """`dvc exp run -S p ...`; the stages it ran."""
     command = ["dvc", "exp", "run"]

@@ -1,0 +1,57 @@
+"""The test split's ledger: every evaluation of the held-out test set, per test-split digest.
+
+fastai's rule is that the test set is looked at once, at the end; each further look at it,
+with another model configuration, makes its score an optimistic one. Looking again is
+allowed, but it is recorded (data/holdout_ledger.json, tracked in git, and the MLflow run)
+and warned about loudly.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from pipeline.config import Config
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    test_digest: str  # which images: the digest of the test split's ids
+    config_digest: str  # which model configuration (data, split, model, training, seed)
+    run_id: str
+    time: str
+
+
+def config_digest(cfg: Config) -> str:
+    """Digest of everything that defines the model; evaluation settings do not count."""
+    defining = {k: v for k, v in asdict(cfg).items() if k not in ("eval", "tracking")}
+    return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_evaluation(test_digest: str, cfg: Config, run_id: str) -> Evaluation:
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return Evaluation(test_digest, config_digest(cfg), run_id, now)
+
+
+def record(ledger: list[dict], evaluation: Evaluation) -> tuple[list[dict], list[dict]]:
+    """(the ledger with this evaluation, earlier evaluations of other configurations on the
+    same test split). Re-scoring the same run (e.g. a rerun of test-holdout) adds nothing."""
+    same_split = [e for e in ledger if e["test_digest"] == evaluation.test_digest]
+    others = [e for e in same_split if e["config_digest"] != evaluation.config_digest]
+    if any(e["run_id"] == evaluation.run_id for e in same_split):
+        return ledger, others
+    return [*ledger, asdict(evaluation)], others
+
+
+def configurations_evaluated(ledger: list[dict], test_digest: str) -> int:
+    return len({e["config_digest"] for e in ledger if e["test_digest"] == test_digest})
+
+
+def warning(others: list[dict], test_digest: str) -> str:
+    runs = ", ".join(sorted({e["run_id"][:8] for e in others}))
+    configs = len({e["config_digest"] for e in others})
+    return (
+        f"THE TEST SET HAS BEEN USED BEFORE: test split {test_digest[:12]} already scored "
+        f"{configs} other configuration(s) (MLflow runs {runs}). Each extra look makes the test "
+        "score optimistic: choose models on the valid split and score the test set once."
+    )
