@@ -73,6 +73,13 @@ class EvalConfig:
 
 
 @dataclass
+class PredictConfig:
+    input: str | None
+    output: str
+    model_dir: str
+
+
+@dataclass
 class TrackingConfig:
     experiment: str
 
@@ -84,5 +91,6 @@ class Config:
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
+    predict: PredictConfig
     tracking: TrackingConfig
     seed: int

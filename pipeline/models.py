@@ -6,7 +6,7 @@ one of its architectures is asked for: it costs ~5 s.
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -30,6 +30,9 @@ class ModelSpec:
     std: list[float]
     widths: list[int] | None = None
     dropout: float = 0.0
+    # How ingest fitted training images to image_size, so new images are fitted the same way.
+    resize: str = "squish"
+    background: list[int] = field(default_factory=lambda: [0, 0, 0])
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:

@@ -69,6 +69,7 @@ def model_spec(cfg: Config, train: SplitImages, stats: dict) -> ModelSpec:
     return ModelSpec(
         arch=cfg.model.arch, classes=train.classes, channels=channels, image_size=size,
         mean=stats["mean"], std=stats["std"], widths=cfg.model.widths, dropout=cfg.model.dropout,
+        resize=cfg.data.resize, background=list(cfg.data.background),
     )  # fmt: skip
 
 

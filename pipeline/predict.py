@@ -1,0 +1,58 @@
+"""Predictions for new image files with a trained model: decoded and fitted exactly as the
+training images were, unreadable files reported in the output instead of stopping the run."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.decode import BadImage, DecodeSettings, decode_bytes
+from pipeline.errors import StagewiseError
+from pipeline.inference import Classifier
+from pipeline.store import iter_chunks
+
+
+def input_files(source: str, extensions: list[str]) -> list[Path]:
+    """The images to predict: every image file under a folder, or a CSV's path column
+    (relative paths resolve against the CSV's folder)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        suffixes = {e.lower() for e in extensions}
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    if path.is_file() and path.suffix.lower() == ".csv":
+        table = pd.read_csv(path, dtype=str)
+        if "path" not in table.columns:
+            raise StagewiseError(f"predict.input={source}: the CSV needs a path column")
+        return [p if (p := Path(v)).is_absolute() else path.parent / p for v in table["path"]]
+    raise StagewiseError(
+        f"predict.input={source}: give a folder of images or a CSV with a path column"
+    )
+
+
+def predict_files(
+    classifier: Classifier, files: list[Path], max_pixels: int, batch_size: int
+) -> pd.DataFrame:
+    """One row per file: label, probability, p_<class>... or the error that kept it out."""
+    spec = classifier.spec
+    settings = DecodeSettings(
+        spec.image_size, spec.channels, spec.resize, tuple(spec.background), max_pixels
+    )
+    frames = []
+    for chunk in iter_chunks(len(files), batch_size):
+        arrays, errors = [], []
+        for file in files[chunk]:
+            try:
+                arrays.append(decode_bytes(file.read_bytes(), settings).array)
+                errors.append("")
+            except (BadImage, OSError) as e:
+                arrays.append(None)
+                errors.append(str(e))
+        good = [a for a in arrays if a is not None]
+        predicted = classifier.predict_frame(np.stack(good)) if good else None
+        rows = iter(predicted.to_dict("records")) if predicted is not None else iter(())
+        frames += [
+            {"path": str(file), **(next(rows) if error == "" else {}), "error": error}
+            for file, error in zip(files[chunk], errors, strict=True)
+        ]
+    columns = ["path", "label", "probability", *[f"p_{c}" for c in spec.classes], "error"]
+    return pd.DataFrame(frames, columns=columns)

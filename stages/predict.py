@@ -1,0 +1,47 @@
+"""predict: label new images with the trained model; not a DVC stage.
+
+python -m stages.predict predict.input=path/to/folder_or.csv [predict.output=out.csv]
+"""
+
+import logging
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import StagewiseError
+from pipeline.inference import Classifier
+from pipeline.io import atomic_write
+from pipeline.paths import PROJECT_ROOT, ModelFiles
+from pipeline.predict import input_files, predict_files
+from stages.common import entrypoint
+
+log = logging.getLogger("stagewise")
+
+
+def run(cfg: Config) -> Path:
+    if not cfg.predict.input:
+        raise StagewiseError(
+            "predict.input is not set: give a folder of images or a CSV with a path column"
+        )
+    files = input_files(cfg.predict.input, cfg.data.extensions)
+    if not files:
+        raise StagewiseError(f"predict.input={cfg.predict.input}: no image files found")
+    classifier = Classifier.load(ModelFiles(PROJECT_ROOT / cfg.predict.model_dir))
+    predictions = predict_files(classifier, files, cfg.data.max_pixels, cfg.eval.batch_size)
+    output = Path(cfg.predict.output).expanduser()
+    atomic_write(output, lambda tmp: predictions.to_csv(tmp, index=False))
+    failed = predictions[predictions["error"] != ""]
+    for _, row in failed.iterrows():
+        log.warning("could not read %s: %s", row["path"], row["error"])
+    log.info(
+        "predicted %d image(s), %d unreadable, into %s",
+        len(predictions) - len(failed),
+        len(failed),
+        output,
+    )
+    return output
+
+
+main = entrypoint(run)
+
+if __name__ == "__main__":
+    main()
