@@ -70,6 +70,8 @@ class EvalConfig:
     top_k: int
     top_losses: int
     allow_test_sweep: bool
+    register_as: str | None
+    register_min_accuracy: float
 
 
 @dataclass

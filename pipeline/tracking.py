@@ -229,3 +229,13 @@ def log_model(paths: Paths, run_id: str, files: ModelFiles, example: np.ndarray)
             pip_requirements=requirements,
         )
     return info.model_uri
+
+
+def register_candidate(paths: Paths, model_uri: str, name: str, metrics: dict[str, float]) -> str:
+    """Register the model as a new version of `name`, alias it "candidate", tag its metrics."""
+    mlflow_client = client(paths)
+    version = mlflow.register_model(model_uri, name).version
+    mlflow_client.set_registered_model_alias(name, "candidate", version)
+    for key, value in metrics.items():
+        mlflow_client.set_model_version_tag(name, version, key, str(value))
+    return str(version)

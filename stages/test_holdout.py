@@ -36,6 +36,11 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     tracking.set_tags(paths, run_id, {**tags, "test_holdout.evaluations": evaluations})
     tracking.log_split_inputs(paths, run_id, {"test": "testing"})
     log.info(describe(scored))
+    if cfg.eval.register_as and scored.metrics["accuracy"] >= cfg.eval.register_min_accuracy:
+        version = tracking.register_candidate(
+            paths, run_info["model_uri"], cfg.eval.register_as, metrics
+        )
+        log.info("registered as %s version %s, alias candidate", cfg.eval.register_as, version)
     return scored.metrics
 
 

@@ -154,6 +154,29 @@ def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(
     assert len(project.json("data/holdout_ledger.json")) == 2
 
 
+def test_test_holdout_registers_a_candidate_when_asked(project):
+    project.run(
+        "python",
+        "-m",
+        "stages.test_holdout",
+        "eval.register_as=digits",
+        "eval.register_min_accuracy=0.0",
+    )
+    version = mlflow_client(project).get_model_version_by_alias("digits", "candidate")
+    assert version.source == project.json("models/run.json")["model_uri"]
+    assert float(version.tags["test_accuracy"]) == pytest.approx(
+        project.json("metrics/test.json")["accuracy"]
+    )
+    project.run(
+        "python",
+        "-m",
+        "stages.test_holdout",
+        "eval.register_as=strict",
+        "eval.register_min_accuracy=1.01",
+    )
+    assert not mlflow_client(project).search_registered_models("name = 'strict'")
+
+
 def test_served_model_answers_raw_pixels_like_test_holdout(project):
     import json
     import socket
