@@ -4,6 +4,7 @@ Locations are resolved from the project root (the folder holding this package), 
 working directory, so stages behave the same when DVC runs them from a temporary copy.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,15 +80,22 @@ class Paths:
     def test_metrics(self) -> Path:
         return self.root / "metrics/test.json"
 
+    # Records that outlive any one run live in the project's home (see `home`).
+    @property
+    def home(self) -> Path:
+        """The project the user works in. `dvc exp run --queue` runs experiments in temporary
+        copies and names the original in DVC_ROOT: records kept there survive the copy."""
+        dvc_root = os.environ.get("DVC_ROOT")
+        return Path(dvc_root) if dvc_root and self.root == PROJECT_ROOT else self.root
+
     @property
     def holdout_ledger(self) -> Path:
         """Not a DVC output: it accumulates across runs and is committed to git."""
-        return self.root / "data/holdout_ledger.json"
+        return self.home / "data/holdout_ledger.json"
 
-    # MLflow store
     @property
     def mlruns(self) -> Path:
-        return self.root / "mlruns"
+        return self.home / "mlruns"
 
 
 @dataclass(frozen=True)

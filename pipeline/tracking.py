@@ -84,7 +84,11 @@ def file_md5(path: Path) -> str:
 
 
 def source_tags(entrypoint: str) -> dict[str, str]:
-    return {"mlflow.source.name": entrypoint, "mlflow.source.type": "LOCAL"}
+    tags = {"mlflow.source.name": entrypoint, "mlflow.source.type": "LOCAL"}
+    if exp_name := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`
+        tags["dvc.exp_name"] = exp_name
+        tags["dvc.exp_baseline_rev"] = os.environ.get("DVC_EXP_BASELINE_REV", "")
+    return tags
 
 
 def git_tags(root: Path) -> dict[str, str]:

@@ -243,8 +243,9 @@ def exp_run(project: ProjectCopy, *params: str) -> list[str]:
 
 def test_experiments_rerun_only_what_their_params_affect(project):
     tiny_model = "model.widths=[8,16]"
-    assert exp_run(project, "train.epochs=1", tiny_model) == ["train", "evaluate", "test-holdout"]
-    assert exp_run(project, "split.seed=7", "train.epochs=1", tiny_model) == [
+    # epochs=3: a configuration no earlier test has run, so nothing comes from DVC's cache
+    assert exp_run(project, "train.epochs=3", tiny_model) == ["train", "evaluate", "test-holdout"]
+    assert exp_run(project, "split.seed=7", "train.epochs=3", tiny_model) == [
         "split", "normalize-stats", "train", "evaluate", "test-holdout",
     ]  # fmt: skip
     assert exp_run(project, "split.seed=7", "train.epochs=1", "model=resnet18") == [
@@ -255,6 +256,30 @@ def test_experiments_rerun_only_what_their_params_affect(project):
     assert {"metrics/test.json:accuracy", "metrics/valid.json:f1_macro", "train.epochs"} <= set(
         header
     )
+
+
+def test_queued_experiments_land_in_the_main_mlflow_store(project):
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline for queued experiments")
+    for lr in ("0.001", "0.01"):
+        project.run("dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-S", "train.epochs=1",
+                    "-S", "model.widths=[8,16]")  # fmt: skip
+    project.run("dvc", "exp", "run", "--run-all")
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("stagewise")
+    queued = client.search_runs([experiment.experiment_id], "tags.`dvc.exp_name` != ''")
+    by_lr = {
+        r.data.params["train.lr"]: r
+        for r in queued
+        if r.data.params["train.lr"] in ("0.001", "0.01")
+    }
+    assert set(by_lr) == {"0.001", "0.01"}
+    for run in by_lr.values():
+        assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+        assert (
+            run.data.tags["dvc.exp_name"] in project.run("dvc", "exp", "list", "--name-only").stdout
+        )
+    assert not list((project.root / ".dvc" / "tmp").glob("**/mlruns/mlflow.db"))
 
 
 def test_a_fresh_run_gives_identical_data_hashes_and_metrics(first_results, tmp_path):
