@@ -29,6 +29,8 @@ from pipeline.paths import PROJECT_ROOT, ModelFiles, Paths
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PACKAGED_MODEL_CODE = Path(__file__).with_name("packaged_model.py")
+# Set during a sweep: the parent run that each job's run becomes a child of.
+SWEEP_RUN_ENV = "STAGEWISE_SWEEP_RUN_ID"  # stages/common.py reads it without importing this
 MAX_PARAM_LENGTH = 6000
 
 
@@ -127,6 +129,8 @@ def training_run(
     mlflow_client = client(paths)
     exp = experiment_id(mlflow_client, config["tracking"]["experiment"], paths)
     all_tags = {**source_tags("stages.train"), **git_tags(PROJECT_ROOT), **tags}
+    if parent := os.environ.get(SWEEP_RUN_ENV):
+        all_tags["mlflow.parentRunId"] = parent
     run = mlflow_client.create_run(exp, run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
     status = RunStatus.to_string(RunStatus.FAILED)
@@ -139,6 +143,9 @@ def training_run(
         status = RunStatus.to_string(RunStatus.FINISHED)
     except (KeyboardInterrupt, SystemExit):
         status = RunStatus.to_string(RunStatus.KILLED)
+        raise
+    except Exception as e:
+        mlflow_client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
         raise
     finally:
         mlflow_client.set_terminated(run_id, status)
@@ -243,3 +250,41 @@ def register_candidate(paths: Paths, model_uri: str, name: str, metrics: dict[st
     for key, value in metrics.items():
         mlflow_client.set_model_version_tag(name, version, key, str(value))
     return str(version)
+
+
+def start_sweep(paths: Paths, experiment: str, overrides: list[str]) -> str:
+    """Open the parent run of a sweep; returns its id."""
+    mlflow_client = client(paths)
+    exp = experiment_id(mlflow_client, experiment, paths)
+    tags = {
+        **source_tags("sweep"),
+        **git_tags(PROJECT_ROOT),
+        "sweep.overrides": " ".join(overrides),
+    }
+    run = mlflow_client.create_run(exp, run_name=f"sweep {' '.join(overrides)}"[:250], tags=tags)
+    return run.info.run_id
+
+
+def finish_sweep(
+    paths: Paths, parent_id: str, jobs: int, failed: int, metric: str = "valid_error_rate"
+) -> dict:
+    """Summarize the sweep on its parent run (job counts, the best child by `metric`, lowest
+    first) and end it: FINISHED, or FAILED when no job succeeded."""
+    mlflow_client = client(paths)
+    parent = mlflow_client.get_run(parent_id)
+    children = mlflow_client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    scored = [c for c in children if c.info.status == "FINISHED" and metric in c.data.metrics]
+    summary: dict[str, Any] = {"jobs": jobs, "failed_jobs": failed}
+    if scored:
+        best = min(scored, key=lambda c: c.data.metrics[metric])
+        summary[f"best_{metric}"] = best.data.metrics[metric]
+        mlflow_client.set_tag(parent_id, "sweep.best_run_id", best.info.run_id)
+    log_metrics(paths, parent_id, summary)
+    mlflow_client.set_terminated(parent_id, "FINISHED" if scored else "FAILED")
+    return summary
+
+
+def end_run(paths: Paths, run_id: str, status: str) -> None:
+    client(paths).set_terminated(run_id, status)

@@ -14,13 +14,17 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import Config
 from pipeline.errors import StagewiseError
-from pipeline.paths import PROJECT_ROOT
+from pipeline.paths import PROJECT_ROOT, Paths
 
 log = logging.getLogger("stagewise")
 
 # A single stage run writes into the project (DVC's outs) and leaves no Hydra output folder;
-# hydra.main offers no other way to set this than overrides. Multirun keeps Hydra's per-job folders.
+# hydra.main offers no other way to set this than overrides. Multirun keeps Hydra's per-job
+# folders and gets one MLflow parent run for the sweep (stages/sweep.py).
 SINGLE_RUN_OVERRIDES = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+MULTIRUN_OVERRIDES = ["+hydra.callbacks.sweep_run._target_=stages.sweep.SweepRun"]
+# Jobs of a sweep that failed: a failure must not stop the others, but the sweep exits non-zero.
+failed_jobs: list[str] = []
 
 
 def validated(cfg: DictConfig) -> Config:
@@ -46,6 +50,16 @@ def job_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir) if is_multirun() else Path.cwd()
 
 
+def end_open_sweep(status: str) -> None:
+    """A sweep that ended early (Ctrl-C, a crash): its parent run is not left RUNNING."""
+    import os
+
+    if parent := os.environ.get("STAGEWISE_SWEEP_RUN_ID"):
+        from pipeline import tracking  # mlflow: imported only when there is a sweep to end
+
+        tracking.end_run(Paths(), parent, status)
+
+
 def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
     """Wrap run(cfg) as a Hydra command line reading params.yaml."""
 
@@ -55,11 +69,24 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
             return run(validated(cfg))
         except StagewiseError as e:
             log.error("error: %s", e)
-            sys.exit(2)
+            if not is_multirun():
+                sys.exit(2)
+            failed_jobs.append(str(e))  # counted by the sweep; the other jobs go on
+            return None
 
     def cli() -> None:
-        if not {"-m", "--multirun"} & set(sys.argv[1:]):
-            sys.argv[1:1] = SINGLE_RUN_OVERRIDES
-        main()
+        multirun = bool({"-m", "--multirun"} & set(sys.argv[1:]))
+        if multirun:
+            sys.argv += MULTIRUN_OVERRIDES  # after the user's: argparse wants them after -m
+        else:
+            sys.argv[1:1] = SINGLE_RUN_OVERRIDES  # before the user's, who may override them
+        try:
+            main()
+        except BaseException as e:
+            end_open_sweep("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+        if failed_jobs:
+            log.error("error: %d job(s) of the sweep failed", len(failed_jobs))
+            sys.exit(2)
 
     return cli

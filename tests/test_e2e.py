@@ -116,16 +116,35 @@ def test_packaged_model_predicts_raw_images_like_test_holdout(project):
     assert accuracy == pytest.approx(project.json("metrics/test.json")["accuracy"])
 
 
-def test_stage_multirun_trains_one_run_per_job_without_touching_pipeline_outputs(project):
+def test_stage_multirun_is_a_parent_run_with_a_child_per_job(project):
     before = (project.root / "models/model.safetensors").read_bytes()
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("stagewise")
-    runs_before = len(client.search_runs([experiment.experiment_id]))
-    project.run("python", "-m", "stages.train", "-m", "train.lr=0.001,0.003", "train.epochs=1")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
-    assert len(runs) == runs_before + 2
-    assert sorted(r.data.params["train.lr"] for r in runs[:2]) == ["0.001", "0.003"]
-    assert all(r.info.status == "FINISHED" for r in runs[:2])
+    sweep = project.run(
+        "python",
+        "-m",
+        "stages.train",
+        "-m",
+        "train.lr=0.001,-1,0.003",
+        "train.epochs=1",
+        check=False,
+    )
+    assert sweep.returncode == 2  # one job failed; the others still ran
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`sweep.overrides` != ''")
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    by_lr = {r.data.params["train.lr"]: r for r in children}
+    assert set(by_lr) == {"0.001", "-1.0", "0.003"}
+    assert (
+        by_lr["-1.0"].info.status == "FAILED"
+        and "must be positive" in by_lr["-1.0"].data.tags["error"]
+    )
+    assert by_lr["0.001"].info.status == by_lr["0.003"].info.status == "FINISHED"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["jobs"] == 3 and parent.data.metrics["failed_jobs"] == 1
+    best = min((by_lr["0.001"], by_lr["0.003"]), key=lambda r: r.data.metrics["valid_error_rate"])
+    assert parent.data.tags["sweep.best_run_id"] == best.info.run_id
     assert (project.root / "models/model.safetensors").read_bytes() == before
     assert len(list((project.root / "multirun").glob("*/*/*/models/model.safetensors"))) == 2
     assert ran_stages(project.run("dvc", "repro").stdout) == []

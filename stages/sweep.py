@@ -1,0 +1,46 @@
+"""A Hydra multirun sweep as one MLflow parent run, with each job's run as its child.
+
+Installed by stages/common.py as a Hydra callback for every `-m` run. The parent records the
+sweep's overrides; at the end it gets the number of jobs, how many failed, and the best job
+by valid error rate.
+"""
+
+import logging
+import os
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import tracking
+from pipeline.paths import Paths
+from stages import common
+
+log = logging.getLogger("stagewise")
+
+
+class SweepRun(Callback):
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+        self.jobs = 0
+        self.failed = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
+        experiment = OmegaConf.select(config, "tracking.experiment") or "stagewise"
+        self.parent_id = tracking.start_sweep(Paths(), experiment, overrides)
+        # Jobs (in this process or launched ones, which inherit the environment) attach to it.
+        os.environ[tracking.SWEEP_RUN_ENV] = self.parent_id
+        log.info("sweep %s: MLflow parent run %s", " ".join(overrides), self.parent_id)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        self.jobs += 1
+        self.failed += job_return.status == JobStatus.FAILED  # crashed; bad input is counted below
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_id:
+            failed = self.failed + len(common.failed_jobs)
+            summary = tracking.finish_sweep(Paths(), self.parent_id, self.jobs, failed)
+            log.info("sweep done: %s", summary)
+            os.environ.pop(tracking.SWEEP_RUN_ENV, None)
