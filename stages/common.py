@@ -50,6 +50,13 @@ def job_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir) if is_multirun() else Path.cwd()
 
 
+def upstream_overrides(arguments: list[str]) -> list[str]:
+    """Overrides of data.* or split.* keys: those decide the upstream stages' outputs."""
+    keys = [arg.split("=", 1)[0].lstrip("+~") for arg in arguments if "=" in arg]
+    return [arg for key, arg in zip(keys, (a for a in arguments if "=" in a), strict=True)
+            if key.split(".")[0] in ("data", "split")]  # fmt: skip
+
+
 def end_open_sweep(status: str) -> None:
     """A sweep that ended early (Ctrl-C, a crash): its parent run is not left RUNNING."""
     import os
@@ -76,6 +83,14 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
 
     def cli() -> None:
         multirun = bool({"-m", "--multirun"} & set(sys.argv[1:]))
+        if multirun and (upstream := upstream_overrides(sys.argv[1:])):
+            log.error(
+                "error: a stage sweep reuses the ingested data and split, so it cannot sweep %s; "
+                "use DVC experiments, e.g. dvc exp run --queue -S %s",
+                ", ".join(upstream),
+                upstream[0],
+            )
+            sys.exit(2)
         if multirun:
             sys.argv += MULTIRUN_OVERRIDES  # after the user's: argparse wants them after -m
         else:

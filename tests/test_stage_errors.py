@@ -64,3 +64,9 @@ def test_class_too_small_for_the_split(project, tmp_path):
     output = fails(project, "split")
     assert "'few' (2)" in output and len(output.strip().splitlines()) == 1
     assert not (project.root / "data/split/split.parquet").exists()
+
+
+def test_a_stage_sweep_over_data_or_split_keys_is_refused(project):
+    output = fails(project, "train", "-m", "split.seed=1,2", "train.epochs=1")
+    assert "dvc exp run --queue -S split.seed=1,2" in output
+    assert not (project.root / "multirun").exists()
