@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import Config
 from pipeline.errors import StagewiseError
-from pipeline.paths import PROJECT_ROOT, Paths
+from pipeline.paths import PROJECT_ROOT
 
 log = logging.getLogger("stagewise")
 
@@ -57,16 +57,6 @@ def upstream_overrides(arguments: list[str]) -> list[str]:
             if key.split(".")[0] in ("data", "split")]  # fmt: skip
 
 
-def end_open_sweep(status: str) -> None:
-    """A sweep that ended early (Ctrl-C, a crash): its parent run is not left RUNNING."""
-    import os
-
-    if parent := os.environ.get("STAGEWISE_SWEEP_RUN_ID"):
-        from pipeline import tracking  # mlflow: imported only when there is a sweep to end
-
-        tracking.end_run(Paths(), parent, status)
-
-
 def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
     """Wrap run(cfg) as a Hydra command line reading params.yaml."""
 
@@ -95,11 +85,7 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
             sys.argv += MULTIRUN_OVERRIDES  # after the user's: argparse wants them after -m
         else:
             sys.argv[1:1] = SINGLE_RUN_OVERRIDES  # before the user's, who may override them
-        try:
-            main()
-        except BaseException as e:
-            end_open_sweep("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-            raise
+        main()
         if failed_jobs:
             log.error("error: %d job(s) of the sweep failed", len(failed_jobs))
             sys.exit(2)

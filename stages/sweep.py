@@ -5,6 +5,7 @@ sweep's overrides; at the end it gets the number of jobs, how many failed, and t
 by valid error rate.
 """
 
+import atexit
 import logging
 import os
 from typing import Any
@@ -32,6 +33,8 @@ class SweepRun(Callback):
         self.parent_id = tracking.start_sweep(Paths(), experiment, overrides)
         # Jobs (in this process or launched ones, which inherit the environment) attach to it.
         os.environ[tracking.SWEEP_RUN_ENV] = self.parent_id
+        # Hydra skips on_multirun_end when the sweep dies (Ctrl-C, a crash): not left RUNNING.
+        atexit.register(self.end_if_open)
         log.info("sweep %s: MLflow parent run %s", " ".join(overrides), self.parent_id)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -44,3 +47,8 @@ class SweepRun(Callback):
             summary = tracking.finish_sweep(Paths(), self.parent_id, self.jobs, failed)
             log.info("sweep done: %s", summary)
             os.environ.pop(tracking.SWEEP_RUN_ENV, None)
+            self.parent_id = None
+
+    def end_if_open(self) -> None:
+        if self.parent_id:
+            tracking.end_run(Paths(), self.parent_id, "KILLED")

@@ -150,6 +150,32 @@ def test_stage_multirun_is_a_parent_run_with_a_child_per_job(project):
     assert ran_stages(project.run("dvc", "repro").stdout) == []
 
 
+def test_ctrl_c_during_a_sweep_leaves_no_run_running(project):
+    import signal
+    import subprocess
+    import time
+
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("stagewise")
+    sweep = subprocess.Popen(
+        ["python", "-m", "stages.train", "-m", "train.lr=0.001,0.002", "train.epochs=500"],
+        cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not client.search_runs(
+        [experiment.experiment_id],
+        "attributes.status = 'RUNNING' and tags.mlflow.parentRunId != ''",
+    ):
+        assert time.monotonic() < deadline and sweep.poll() is None
+        time.sleep(0.5)
+    sweep.send_signal(signal.SIGINT)
+    assert sweep.wait(timeout=60) != 0
+    assert client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") == []
+    killed = client.search_runs([experiment.experiment_id], "attributes.status = 'KILLED'")
+    assert len(killed) == 2  # the job's run and the sweep's parent
+
+
 def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(project):
     assert project.json("metrics/test.json")["test_evaluations"] == 1
     project.compose("train.epochs=1", "model.widths=[8,16]")
