@@ -2,6 +2,7 @@
 one-line errors instead of tracebacks."""
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -52,9 +53,11 @@ def job_dir() -> Path:
 
 def upstream_overrides(arguments: list[str]) -> list[str]:
     """Overrides of data.* or split.* keys: those decide the upstream stages' outputs."""
-    keys = [arg.split("=", 1)[0].lstrip("+~") for arg in arguments if "=" in arg]
-    return [arg for key, arg in zip(keys, (a for a in arguments if "=" in a), strict=True)
-            if key.split(".")[0] in ("data", "split")]  # fmt: skip
+
+    def group(argument: str) -> str:
+        return argument.split("=", 1)[0].lstrip("+~").split(".")[0]
+
+    return [arg for arg in arguments if "=" in arg and group(arg) in ("data", "split")]
 
 
 def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
@@ -81,6 +84,8 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
                 upstream[0],
             )
             sys.exit(2)
+        # `kill` and schedulers send SIGTERM: exit through Python, so open MLflow runs end KILLED.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         if multirun:
             sys.argv += MULTIRUN_OVERRIDES  # after the user's: argparse wants them after -m
         else:

@@ -176,6 +176,29 @@ def test_ctrl_c_during_a_sweep_leaves_no_run_running(project):
     assert len(killed) == 2  # the job's run and the sweep's parent
 
 
+def test_sigterm_during_training_marks_the_run_killed_and_keeps_the_model(project):
+    import subprocess
+    import time
+
+    before = (project.root / "models/model.safetensors").read_bytes()
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("stagewise")
+    training = subprocess.Popen(["python", "-m", "stages.train", "train.epochs=500"], cwd=project.root,
+                                env=project.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"):
+        assert time.monotonic() < deadline and training.poll() is None
+        time.sleep(0.5)
+    training.terminate()
+    assert training.wait(timeout=60) == 143
+    assert client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") == []
+    (latest,) = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )
+    assert latest.info.status == "KILLED" and latest.data.params["train.epochs"] == "500"
+    assert (project.root / "models/model.safetensors").read_bytes() == before
+
+
 def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(project):
     assert project.json("metrics/test.json")["test_evaluations"] == 1
     project.compose("train.epochs=1", "model.widths=[8,16]")
