@@ -220,11 +220,15 @@ def log_model(paths: Paths, run_id: str, files: ModelFiles, example: np.ndarray)
     The model is logged "from code" (pipeline/packaged_model.py), not pickled; its weights
     and spec travel as artifacts. Returns the model URI.
     """
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import Schema, TensorSpec
 
     from pipeline.inference import Classifier
 
     output = Classifier.load(files).predict_frame(example)
+    # Any batch size, image size and channel count: the model resizes and converts itself.
+    images = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))])
+    signature = ModelSignature(inputs=images, outputs=infer_signature(example, output).outputs)
     requirements = [
         f"{name}=={version(name)}" for name in ("torch", "numpy", "pandas", "safetensors")
     ]
@@ -235,7 +239,7 @@ def log_model(paths: Paths, run_id: str, files: ModelFiles, example: np.ndarray)
             python_model=str(PACKAGED_MODEL_CODE),
             artifacts={"weights": str(files.weights), "spec": str(files.spec)},
             code_paths=[str(PROJECT_ROOT / "pipeline")],
-            signature=infer_signature(example, output),
+            signature=signature,
             input_example=example,
             pip_requirements=requirements,
         )

@@ -114,6 +114,11 @@ def test_packaged_model_predicts_raw_images_like_test_holdout(project):
     predicted = model.predict(test.images)["label"].to_numpy()
     accuracy = float((predicted == np.array(test.classes)[test.targets]).mean())
     assert accuracy == pytest.approx(project.json("metrics/test.json")["accuracy"])
+    larger_rgb = np.repeat(
+        np.repeat(np.repeat(test.images[:8], 4, axis=1), 4, axis=2), 3, axis=3
+    )  # 32x32x3
+    answer = model.predict(larger_rgb)  # the signature admits any size and channel count
+    assert len(answer) == 8 and set(answer["label"]) <= set(test.classes)
 
 
 def test_stage_multirun_is_a_parent_run_with_a_child_per_job(project):
