@@ -82,6 +82,13 @@ class PredictConfig:
 
 
 @dataclass
+class CompareConfig:
+    sweep: str | None
+    metric: str
+    lower_is_better: bool
+
+
+@dataclass
 class TrackingConfig:
     experiment: str
 
@@ -94,5 +101,6 @@ class Config:
     train: TrainConfig
     eval: EvalConfig
     predict: PredictConfig
+    compare: CompareConfig
     tracking: TrackingConfig
     seed: int

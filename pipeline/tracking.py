@@ -292,3 +292,21 @@ def finish_sweep(
 
 def end_run(paths: Paths, run_id: str, status: str) -> None:
     client(paths).set_terminated(run_id, status)
+
+
+def runs_of(paths: Paths, experiment: str, sweep: str | None) -> list[dict]:
+    """The runs of a sweep (children of its parent run), or of a whole experiment (no parents)."""
+    mlflow_client = client(paths)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.mlflow.parentRunId = '{sweep}'" if sweep else "tags.`sweep.overrides` IS NULL"
+    return [
+        {
+            "run_id": r.info.run_id,
+            "status": r.info.status,
+            "params": r.data.params,
+            "metrics": r.data.metrics,
+        }
+        for r in mlflow_client.search_runs([found.experiment_id], query, max_results=10000)
+    ]

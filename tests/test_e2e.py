@@ -2,6 +2,7 @@
 in a temporary copy of the project with a tiny training config."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.paths import Paths
@@ -150,6 +151,17 @@ def test_stage_multirun_is_a_parent_run_with_a_child_per_job(project):
     assert parent.data.metrics["jobs"] == 3 and parent.data.metrics["failed_jobs"] == 1
     best = min((by_lr["0.001"], by_lr["0.003"]), key=lambda r: r.data.metrics["valid_error_rate"])
     assert parent.data.tags["sweep.best_run_id"] == best.info.run_id
+    project.run("python", "-m", "stages.compare", f"compare.sweep={parent.info.run_id}")
+    table = pd.read_csv(project.root / "comparison" / f"{parent.info.run_id}.csv")
+    assert list(table.columns) == [
+        "run_id",
+        "status",
+        "valid_error_rate",
+        "train.lr",
+    ]  # only what differs
+    assert table["run_id"].iloc[0] == best.info.run_id and table["status"].iloc[-1] == "FAILED"
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert {f"comparison/{parent.info.run_id}.{ext}" for ext in ("csv", "md", "png")} == logged
     assert (project.root / "models/model.safetensors").read_bytes() == before
     assert len(list((project.root / "multirun").glob("*/*/*/models/model.safetensors"))) == 2
     assert ran_stages(project.run("dvc", "repro").stdout) == []

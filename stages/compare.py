@@ -1,0 +1,50 @@
+"""compare: a sweep's runs side by side, best first.
+
+    python -m stages.compare compare.sweep=<parent run id>   # the jobs of one Hydra sweep
+    python -m stages.compare                                 # every run of tracking.experiment
+
+Writes comparison/<id>.md and .csv (the params that differ, sorted by the metric) and
+comparison/<id>.png (the metric against each swept param), and logs them to the sweep's
+parent run.
+"""
+
+import logging
+
+from pipeline import tracking
+from pipeline.compare import metric_figure, runs_table
+from pipeline.config import Config
+from pipeline.errors import StagewiseError
+from pipeline.io import atomic_write
+from pipeline.paths import PROJECT_ROOT, Paths
+from stages.common import entrypoint
+
+log = logging.getLogger("stagewise")
+
+
+def run(cfg: Config, paths: Paths = Paths()) -> str:
+    sweep, metric = cfg.compare.sweep, cfg.compare.metric
+    runs = tracking.runs_of(paths, cfg.tracking.experiment, sweep)
+    if not runs:
+        raise StagewiseError(
+            f"no runs found for {'sweep ' + sweep if sweep else cfg.tracking.experiment}"
+        )
+    table = runs_table(runs, metric, cfg.compare.lower_is_better)
+    name = sweep or cfg.tracking.experiment
+    out = PROJECT_ROOT / "comparison" / name
+    atomic_write(out.with_suffix(".csv"), lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(
+        out.with_suffix(".md"), lambda tmp: tmp.write_text(table.to_markdown(index=False) + "\n")
+    )
+    figure = metric_figure(table, metric)
+    figure.savefig(out.with_suffix(".png"), dpi=100)
+    if sweep:
+        for suffix in (".csv", ".md", ".png"):
+            tracking.log_artifact(paths, sweep, out.with_suffix(suffix), "comparison")
+    log.info("%d run(s), best first by %s:\n%s", len(table), metric, table.to_markdown(index=False))
+    return str(out)
+
+
+main = entrypoint(run)
+
+if __name__ == "__main__":
+    main()
