@@ -135,16 +135,11 @@ def group_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     targets = {"test": cfg.test_pct * len(manifest), "valid": cfg.valid_pct * len(manifest)}
     split_of, filled = {}, dict.fromkeys(targets, 0)
     for group in order:
-        name = next(
-            (
-                n
-                for n in ("test", "valid")
-                if filled[n] < targets[n] and filled[n] + sizes[group] / 2 <= targets[n]
-            ),
-            "train",
-        )
+        size = int(sizes[group])
+        # A group joins test, then valid, while that split is short of its share by half the group.
+        name = next((n for n in ("test", "valid") if filled[n] + size / 2 <= targets[n]), "train")
         split_of[group] = name
-        filled[name] = filled.get(name, 0) + int(sizes[group])
+        filled[name] = filled.get(name, 0) + size
     return pd.DataFrame({"id": manifest["id"].to_numpy(), "split": groups.map(split_of).to_numpy()})
 
 
