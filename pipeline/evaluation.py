@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import EvalConfig
+from pipeline.engine import select_device
 from pipeline.inference import Classifier
 from pipeline.metrics import classification_metrics, image_losses, probability_metrics
 from pipeline.paths import ModelFiles, Paths
@@ -33,7 +34,7 @@ class Scored:
 
 
 def score_split(paths: Paths, split: str, cfg: EvalConfig) -> Scored:
-    classifier = Classifier.load(ModelFiles(paths.model_dir))
+    classifier = Classifier.load(ModelFiles(paths.model_dir), device=str(select_device("auto")))
     data = load_split_images(paths, split)
     proba = classifier.predict_proba(data.images, cfg.batch_size)
     metrics = classification_metrics(data.targets, proba.argmax(axis=1), data.classes)
