@@ -54,7 +54,10 @@ def test_declared_params_exist():
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     for name, stage in STAGES.items():
         for key in stage.get("params", []):
-            assert key in params, f"{name} declares unknown param {key}"
+            node = params
+            for part in key.split("."):
+                assert part in node, f"{name} declares unknown param {key}"
+                node = node[part]
 
 
 def test_outputs_are_the_locations_in_paths():
