@@ -22,9 +22,13 @@ class Evaluation:
     time: str
 
 
+DEFINING = ("data", "split", "model", "train", "seed")
+
+
 def config_digest(cfg: Config) -> str:
-    """Digest of everything that defines the model; evaluation settings do not count."""
-    defining = {k: v for k, v in asdict(cfg).items() if k not in ("eval", "tracking")}
+    """Digest of what defines the model (DEFINING); evaluation, prediction and tracking
+    settings do not count."""
+    defining = {k: v for k, v in asdict(cfg).items() if k in DEFINING}
     return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -30,4 +30,10 @@ def test_rescoring_the_same_run_or_another_test_split_is_not_a_repeat():
 def test_evaluation_settings_do_not_change_the_configuration_digest():
     bigger_batches = replace(CFG, eval=replace(CFG.eval, batch_size=7))
     assert holdout.config_digest(bigger_batches) == holdout.config_digest(CFG)
+    elsewhere = replace(
+        CFG,
+        predict=replace(CFG.predict, output="x.csv"),
+        tracking=replace(CFG.tracking, experiment="x"),
+    )
+    assert holdout.config_digest(elsewhere) == holdout.config_digest(CFG)
     assert holdout.config_digest(replace(CFG, seed=CFG.seed + 1)) != holdout.config_digest(CFG)
