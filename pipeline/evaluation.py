@@ -46,11 +46,12 @@ def top_losses(scored: Scored, k: int) -> list[dict]:
     """fastai's top_losses: the k images the model is most wrong about, worst first."""
     losses = image_losses(scored.proba, scored.actual)
     worst = np.argsort(-losses, kind="stable")[:k]
+    predicted = scored.predicted  # an argmax over all images: once, not once per row
     return [
         {
             "id": scored.data.ids[i],
             "actual": scored.classes[scored.actual[i]],
-            "predicted": scored.classes[scored.predicted[i]],
+            "predicted": scored.classes[predicted[i]],
             "loss": float(losses[i]),
             "probability": float(scored.proba[i].max()),
             "index": int(i),
