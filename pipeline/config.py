@@ -5,7 +5,7 @@ exist and what type each has, so a mistyped or unknown key fails before any work
 Fields without a default must be present in params.yaml.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -42,6 +42,9 @@ class ModelConfig:
     arch: str
     widths: list[int] | None
     dropout: float
+    # null, torchvision's named weights (DEFAULT, IMAGENET1K_V1, ...), a local file
+    # (.safetensors or a state dict) or runs:/<run id> of an earlier training run.
+    weights: str | None = None
 
 
 @dataclass
@@ -50,6 +53,23 @@ class AugmentConfig:
     translate: float
     scale: float
     flip: bool
+    crop: float = 1.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+
+@dataclass
+class FineTuneConfig:
+    freeze_epochs: int = 0
+    lr_mult: float = 100.0
+    layer_groups: int = 3
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "valid_loss"
+    patience: int = 0
+    keep_best: bool = False
 
 
 @dataclass
@@ -62,6 +82,18 @@ class TrainConfig:
     label_smoothing: float
     device: str
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(0.0, 0.0, 0.0, False))
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    overfit_patience: int = 3
+    deterministic: bool = False
+    resume: bool = False
+    compile: bool = False
+    overfit_one_batch: bool = False
+
+
+# Settings that say how a model is trained, not which model results: they are left out of
+# the digests that identify a model configuration (checkpoints, the holdout ledger).
+HOW_TO_RUN = ("device", "resume", "compile", "overfit_one_batch")
 
 
 @dataclass
@@ -91,6 +123,8 @@ class CompareConfig:
 @dataclass
 class TrackingConfig:
     experiment: str
+    # Also log CPU/GPU/memory use every few seconds (MLflow system metrics).
+    system_metrics: bool = False
 
 
 @dataclass
@@ -104,3 +138,13 @@ class Config:
     compare: CompareConfig
     tracking: TrackingConfig
     seed: int
+
+
+DEFINING = ("data", "split", "model", "train", "seed")
+
+
+def defining_config(cfg: Config) -> dict:
+    """The parts of the config that decide which model training produces."""
+    defining = {k: v for k, v in asdict(cfg).items() if k in DEFINING}
+    defining["train"] = {k: v for k, v in defining["train"].items() if k not in HOW_TO_RUN}
+    return defining

@@ -1,45 +1,74 @@
-"""The fit loop: for each epoch, train one pass, evaluate, report, with one-cycle AdamW.
+"""The fit loop: for each epoch, train one pass, evaluate, then let the callbacks report,
+keep the best weights, stop early and checkpoint.
 
-Data lives on the training device as uint8 tensors; shuffling, augmentation and
-normalization are batch tensor ops there. On CUDA the model runs channels_last under bf16
-autocast; on the CPU the same code runs in float32. Same seed + same data on the CPU gives
-identical weights and metrics.
+Data lives on the training device as uint8 tensors when it fits there (else in pinned host
+memory, copied per batch without blocking); shuffling, augmentation and normalization are
+batch tensor ops on the device. On CUDA the model runs channels_last under bf16 autocast,
+optionally compiled; on the CPU the same code runs in float32. Same seed + same data on the
+CPU gives identical weights and metrics, also across an interruption and a resume.
 """
 
 import logging
+import math
+import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.checkpoint import restore_rng
 from pipeline.config import TrainConfig
 from pipeline.errors import StagewiseError
+from pipeline.fine_tune import Phase, layer_groups, plan, set_frozen
 from pipeline.progress import progress
-from pipeline.transforms import is_identity, normalize, random_affine, to_float
+from pipeline.transforms import augment, is_identity, normalize, to_float
 
 log = logging.getLogger(__name__)
+
+# Share of free GPU memory the uint8 dataset may take before it stays in host memory.
+DEVICE_DATA_SHARE = 0.5
 
 
 @dataclass(frozen=True)
 class Batches:
-    """A split held on the training device: uint8 images (N x H x W x C) and class indices."""
+    """A split as uint8 images (N x H x W x C) and class indices, served on `device`."""
 
     images: torch.Tensor
     targets: torch.Tensor
+    device: torch.device
 
     @classmethod
     def from_numpy(cls, images: np.ndarray, targets: np.ndarray, device: torch.device) -> "Batches":
-        return cls(
-            torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True),
-            torch.tensor(np.asarray(targets), dtype=torch.int64).to(device, non_blocking=True),
-        )
+        images_t = torch.from_numpy(np.ascontiguousarray(images))
+        targets_t = torch.tensor(np.asarray(targets), dtype=torch.int64)
+        if device.type == "cuda":
+            if fits_on_device(images_t.nbytes, device):
+                images_t = images_t.to(device, non_blocking=True)
+                targets_t = targets_t.to(device, non_blocking=True)
+            else:
+                log.info("the split does not fit on %s; it stays in pinned host memory", device)
+                images_t, targets_t = images_t.pin_memory(), targets_t.pin_memory()
+        return cls(images_t, targets_t, device)
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and targets at idx, on the training device."""
+        idx = idx.to(self.images.device)
+        return (
+            self.images[idx].to(self.device, non_blocking=True),
+            self.targets[idx].to(self.device, non_blocking=True),
+        )
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < DEVICE_DATA_SHARE * free
 
 
 @dataclass(frozen=True)
@@ -56,7 +85,9 @@ class Normalizer:
         return cls(torch.tensor(mean, dtype=torch.float32, device=device), std_t.to(device))
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return normalize(to_float(batch), self.mean, self.std)
+        return normalize(
+            to_float(batch.to(self.mean.device, non_blocking=True)), self.mean, self.std
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +104,34 @@ class EpochResult:
         return {k: v for k, v in asdict(self).items() if k != "epoch"}
 
 
+MONITORS = ("train_loss", "valid_loss", "valid_accuracy", "valid_error_rate")
+
+
+@dataclass
+class FitState:
+    """What the loop and its callbacks share; a checkpoint saves it to resume from."""
+
+    model: nn.Module
+    generator: torch.Generator
+    total_epochs: int
+    epoch: int = 0
+    history: list[EpochResult] = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    best: dict[str, Any] | None = None
+    stop: bool = False
+
+
+class Callback:
+    """An optional part of training (reporting, early stopping, checkpoints...)."""
+
+    def after_epoch(self, state: FitState) -> None:
+        pass
+
+    def after_fit(self, state: FitState) -> None:
+        pass
+
+
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,9 +144,13 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+    if deterministic:  # cuBLAS needs this set before its first use to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -101,17 +164,44 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
+def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The module that runs the batches: torch.compile'd on CUDA when asked."""
+    if not cfg.compile:
+        return model
+    if device.type != "cuda":
+        log.warning("train.compile is ignored on the CPU")
+        return model
+    return torch.compile(model)
+
+
 def check_train_config(cfg: TrainConfig, n_train: int) -> None:
-    if cfg.epochs < 1:
-        raise StagewiseError(f"train.epochs={cfg.epochs}: must be at least 1")
-    if cfg.batch_size < 2:
-        raise StagewiseError(f"train.batch_size={cfg.batch_size}: must be at least 2 (BatchNorm)")
-    if cfg.lr <= 0:
-        raise StagewiseError(f"train.lr={cfg.lr}: must be positive")
-    if not 0 < cfg.pct_start < 1:
-        raise StagewiseError(f"train.pct_start={cfg.pct_start}: must be in (0, 1)")
-    if n_train < 2:
-        raise StagewiseError(f"the train split has {n_train} image(s); training needs at least 2")
+    checks = [
+        (cfg.epochs >= 1, f"train.epochs={cfg.epochs}: must be at least 1"),
+        (cfg.batch_size >= 2, f"train.batch_size={cfg.batch_size}: must be at least 2 (BatchNorm)"),
+        (cfg.lr > 0, f"train.lr={cfg.lr}: must be positive"),
+        (0 < cfg.pct_start < 1, f"train.pct_start={cfg.pct_start}: must be in (0, 1)"),
+        (
+            cfg.fine_tune.freeze_epochs >= 0,
+            f"train.fine_tune.freeze_epochs={cfg.fine_tune.freeze_epochs}: must be 0 or more",
+        ),
+        (
+            cfg.fine_tune.lr_mult >= 1,
+            f"train.fine_tune.lr_mult={cfg.fine_tune.lr_mult}: must be 1 or more",
+        ),
+        (
+            cfg.fine_tune.layer_groups >= 1,
+            f"train.fine_tune.layer_groups={cfg.fine_tune.layer_groups}: must be 1 or more",
+        ),
+        (
+            cfg.early_stopping.monitor in MONITORS,
+            f"train.early_stopping.monitor={cfg.early_stopping.monitor!r}: use one of "
+            + ", ".join(MONITORS),
+        ),
+        (n_train >= 2, f"the train split has {n_train} image(s); training needs at least 2"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise StagewiseError(message)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -126,86 +216,145 @@ def fit(
     cfg: TrainConfig,
     normalizer: Normalizer,
     seed: int,
-    on_epoch: Callable[[EpochResult], None] = lambda result: None,
-) -> list[EpochResult]:
-    """Train model on train with one-cycle AdamW for cfg.epochs, evaluating on valid each epoch."""
+    pretrained: bool = False,
+    callbacks: tuple[Callback, ...] = (),
+    resume: dict[str, Any] | None = None,
+) -> FitState:
+    """Train with one-cycle AdamW (fastai's fine_tune when pretrained), evaluating on valid
+    after each epoch; continues from a checkpoint's state when given one."""
     check_train_config(cfg, len(train))
-    device = train.images.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = layer_groups(model, cfg.fine_tune.layer_groups)
+    phases = plan(cfg, len(groups), pretrained)
+    generator = torch.Generator(device=train.device).manual_seed(seed)
+    state = FitState(model, generator, total_epochs=sum(p.epochs for p in phases))
+    if resume:
+        restore(state, resume)
+    net = compiled(model, cfg, train.device)
+    first = 0
+    for phase in phases:
+        last = first + phase.epochs
+        if state.epoch < last and not state.stop:
+            set_frozen(model, groups, phase.frozen)
+            state.optimizer, state.scheduler = one_cycle(groups, phase, cfg, len(train))
+            if resume and state.epoch > first:  # stopped inside this phase
+                state.optimizer.load_state_dict(resume["optimizer"])
+                state.scheduler.load_state_dict(resume["scheduler"])
+            while state.epoch < last and not state.stop:
+                run_epoch(state, net, train, valid, cfg, normalizer, callbacks)
+        first = last
+    for callback in callbacks:
+        callback.after_fit(state)
+    return state
+
+
+def restore(state: FitState, checkpoint: dict[str, Any]) -> None:
+    state.model.load_state_dict(checkpoint["model"])
+    restore_rng(checkpoint["rng"], state.generator)
+    state.epoch = checkpoint["epoch"]
+    state.history = [EpochResult(**row) for row in checkpoint["history"]]
+    state.best = checkpoint.get("best")
+    state.stop = checkpoint.get("stop", False)
+    log.info("resuming after epoch %d of %d", state.epoch, state.total_epochs)
+
+
+def one_cycle(
+    groups: list[list[nn.Parameter]], phase: Phase, cfg: TrainConfig, n_train: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the layer groups, each with its own peak learning rate, on a one-cycle schedule."""
+    optimizer = torch.optim.AdamW(
+        [{"params": group, "lr": lr} for group, lr in zip(groups, phase.lrs, strict=True)],
+        weight_decay=cfg.weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=cfg.lr,
-        total_steps=cfg.epochs * steps_per_epoch(len(train), cfg.batch_size),
-        pct_start=cfg.pct_start,
+        max_lr=phase.lrs,
+        total_steps=phase.epochs * steps_per_epoch(n_train, cfg.batch_size),
+        pct_start=phase.pct_start,
     )
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        train_loss = train_one_epoch(model, train, cfg, normalizer, optimizer, scheduler, generator)
-        valid_loss, predicted = evaluate(model, valid, normalizer, cfg.batch_size * 4)
-        accuracy = float((predicted == valid.targets.cpu()).float().mean())
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=train_loss,
-            valid_loss=valid_loss,
-            valid_accuracy=accuracy,
-            valid_error_rate=1.0 - accuracy,
-            lr=scheduler.get_last_lr()[0],
-            epoch_seconds=time.perf_counter() - start,
-        )
-        log.info(
-            "epoch %d/%d  train_loss %.4f  valid_loss %.4f  valid_accuracy %.4f  (%.1fs)",
-            epoch,
-            cfg.epochs,
-            train_loss,
-            valid_loss,
-            accuracy,
-            result.epoch_seconds,
-        )
-        on_epoch(result)
-        history.append(result)
-    return history
+    return optimizer, scheduler
+
+
+def run_epoch(
+    state: FitState,
+    net: nn.Module,
+    train: Batches,
+    valid: Batches,
+    cfg: TrainConfig,
+    normalizer: Normalizer,
+    callbacks: tuple[Callback, ...],
+) -> None:
+    """Train one pass, evaluate, record the epoch, then run the callbacks."""
+    start = time.perf_counter()
+    train_loss = train_one_epoch(net, train, cfg, normalizer, state)
+    valid_loss, predicted = evaluate(net, valid, normalizer, cfg.batch_size * 4)
+    accuracy = float((predicted == valid.targets.cpu()).float().mean())
+    state.epoch += 1
+    result = EpochResult(
+        epoch=state.epoch,
+        train_loss=train_loss,
+        valid_loss=valid_loss,
+        valid_accuracy=accuracy,
+        valid_error_rate=1.0 - accuracy,
+        lr=state.scheduler.get_last_lr()[-1],  # the head's
+        epoch_seconds=time.perf_counter() - start,
+    )
+    state.history.append(result)
+    log.info(
+        "epoch %d/%d  train_loss %.4f  valid_loss %.4f  valid_accuracy %.4f  (%.1fs)",
+        state.epoch,
+        state.total_epochs,
+        train_loss,
+        valid_loss,
+        accuracy,
+        result.epoch_seconds,
+    )
+    for callback in callbacks:
+        callback.after_epoch(state)
 
 
 def train_one_epoch(
-    model: nn.Module,
-    data: Batches,
-    cfg: TrainConfig,
-    normalizer: Normalizer,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
+    net: nn.Module, data: Batches, cfg: TrainConfig, normalizer: Normalizer, state: FitState
 ) -> float:
     """One pass over shuffled full batches; returns the mean training loss."""
-    model.train()
-    device = data.images.device
-    order = torch.randperm(len(data), generator=generator, device=device)
+    net.train()
+    order = torch.randperm(len(data), generator=state.generator, device=data.device)
     n_steps = steps_per_epoch(len(data), cfg.batch_size)
-    total = torch.zeros((), device=device)
+    total = torch.zeros((), device=data.device)
     for step in progress(range(n_steps), desc="train", total=n_steps, off_terminal=False):
-        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        x = to_float(data.images[idx])
-        if not is_identity(cfg.augment):
-            x = random_affine(x, cfg.augment, generator)
-        x = normalize(x, normalizer.mean, normalizer.std)
-        with autocast(device):
-            loss = F.cross_entropy(model(x), data.targets[idx], label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
+        images, targets = data.take(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+        loss = training_step(net, images, targets, cfg, normalizer, state.generator)
+        state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
+        state.optimizer.step()
+        state.scheduler.step()
         total += loss.detach()
     return float(total) / n_steps  # one device sync per epoch, not per step
+
+
+def training_step(
+    net: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    normalizer: Normalizer,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The loss of one augmented, normalized batch."""
+    x = to_float(images)
+    if not is_identity(cfg.augment):
+        x = augment(x, cfg.augment, generator)
+    x = normalize(x, normalizer.mean, normalizer.std)
+    with autocast(images.device):
+        return F.cross_entropy(net(x), targets, label_smoothing=cfg.label_smoothing)
 
 
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, normalizer: Normalizer, batch_size: int
 ) -> torch.Tensor:
-    """Logits (float32, on the CPU) for N x H x W x C uint8 images already on the device."""
+    """Logits (float32, on the CPU) for N x H x W x C uint8 images, copied to the device per batch."""
     model.eval()
-    device = images.device
+    device = normalizer.mean.device
     outputs = []
     for start in range(0, len(images), batch_size):
         with autocast(device):
@@ -220,3 +369,40 @@ def evaluate(
     logits = predict_logits(model, data.images, normalizer, batch_size)
     loss = F.cross_entropy(logits, data.targets.cpu()).item()
     return loss, logits.argmax(dim=1)
+
+
+def overfit_one_batch(
+    model: nn.Module,
+    data: Batches,
+    cfg: TrainConfig,
+    normalizer: Normalizer,
+    seed: int,
+    max_steps: int = 300,
+    target_loss: float = 0.05,
+) -> list[float]:
+    """Train on one batch, without augmentation, label smoothing or weight decay, until its
+    loss is under target_loss; returns the losses. A model that cannot learn one batch has a
+    bug (a wrong head, frozen weights, a broken input): that is an error, not a result."""
+    generator = torch.Generator(device=data.device).manual_seed(seed)
+    idx = torch.randperm(len(data), generator=generator, device=data.device)[: cfg.batch_size]
+    images, targets = data.take(idx)
+    x = normalizer(images)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(max_steps):
+        with autocast(data.device):
+            loss = F.cross_entropy(model(x), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if losses[-1] < target_loss or not math.isfinite(losses[-1]):
+            break
+    if not losses[-1] < target_loss:
+        raise StagewiseError(
+            f"the model could not overfit one batch of {len(targets)} images: loss "
+            f"{losses[0]:.3f} -> {losses[-1]:.3f} after {len(losses)} steps at lr {cfg.lr:g} "
+            f"(target < {target_loss}); check the model, its head and the labels, or train.lr"
+        )
+    return losses

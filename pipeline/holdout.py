@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from pipeline.config import Config
+from pipeline.config import Config, defining_config
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,11 @@ class Evaluation:
     time: str
 
 
-DEFINING = ("data", "split", "model", "train", "seed")
-
-
 def config_digest(cfg: Config) -> str:
-    """Digest of what defines the model (DEFINING); evaluation, prediction and tracking
-    settings do not count."""
-    defining = {k: v for k, v in asdict(cfg).items() if k in DEFINING}
-    return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
+    """Digest of what defines the model; evaluation, prediction and tracking settings and
+    how training was run (device, resume) do not count."""
+    text = json.dumps(defining_config(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def new_evaluation(test_digest: str, cfg: Config, run_id: str) -> Evaluation:

@@ -55,6 +55,24 @@ class Paths:
     def train_history(self) -> Path:
         return self.root / "plots/train/history.csv"
 
+    @property
+    def checkpoint(self) -> Path:
+        """Not a DVC output, so DVC does not delete it before rerunning train (resume)."""
+        return self.root / "checkpoints/train.pt"
+
+    # lr-find
+    @property
+    def lr_find_curve(self) -> Path:
+        return self.root / "plots/lr_find/curve.csv"
+
+    @property
+    def lr_find_plot(self) -> Path:
+        return self.root / "plots/lr_find/curve.png"
+
+    @property
+    def lr_find_metrics(self) -> Path:
+        return self.root / "metrics/lr_find.json"
+
     # evaluate / test-holdout
     @property
     def valid_metrics(self) -> Path:

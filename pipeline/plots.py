@@ -65,3 +65,21 @@ def top_losses_figure(images: np.ndarray, rows: list[dict]):
     figure.suptitle("Prediction/Actual  Loss/Probability", fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float):
+    """fastai's lr_find plot: smoothed loss against learning rate, log scale, the pick marked."""
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(lrs, losses)
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("loss (smoothed)")
+    below = [loss for lr, loss in zip(lrs, losses, strict=True) if lr <= suggestion]
+    axes.plot(
+        [suggestion], [below[-1] if below else losses[0]], "ro", label=f"valley {suggestion:.2g}"
+    )
+    axes.legend()
+    axes.set_title("lr_find")
+    figure.tight_layout()
+    return figure

@@ -7,9 +7,11 @@ the run id in models/run.json, without changing its status.
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -47,6 +49,12 @@ def client(paths: Paths) -> MlflowClient:
     mlflow.set_tracking_uri(uri)
     if uri == local_store_uri(paths):
         paths.mlruns.mkdir(parents=True, exist_ok=True)
+    return client_for(uri)
+
+
+@functools.cache
+def client_for(uri: str) -> MlflowClient:
+    """One client per store: each epoch's metrics reuse its connection."""
     return MlflowClient(uri)
 
 
@@ -119,26 +127,28 @@ def environment_tags(device: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def training_run(
-    paths: Paths, config: dict, tags: dict[str, str], run_name: str | None = None
+    paths: Paths,
+    config: dict,
+    tags: dict[str, str],
+    run_name: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[str]:
-    """Open a new run for one trained model; yields its id.
+    """Open a new run for one trained model (or reopen the interrupted one being resumed);
+    yields its id.
 
     Ends FINISHED on success, KILLED on Ctrl-C / termination, FAILED on any other error,
     so no run is ever left RUNNING.
     """
     mlflow_client = client(paths)
-    exp = experiment_id(mlflow_client, config["tracking"]["experiment"], paths)
-    all_tags = {**source_tags("stages.train"), **git_tags(PROJECT_ROOT), **tags}
-    if parent := os.environ.get(SWEEP_RUN_ENV):
-        all_tags["mlflow.parentRunId"] = parent
-    run = mlflow_client.create_run(exp, run_name=run_name, tags=all_tags)
-    run_id = run.info.run_id
+    if resume_run_id:
+        run_id = reopen_run(mlflow_client, paths, resume_run_id)
+    else:
+        run_id = create_run(mlflow_client, paths, config, tags, run_name)
+    monitor = None
+    if config["tracking"].get("system_metrics"):
+        monitor = system_monitor(run_id, paths, resumed=bool(resume_run_id))
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
-        params = [Param(k, v) for k, v in flatten(config).items()]
-        for start in range(0, len(params), 100):  # MLflow accepts at most 100 params a call
-            mlflow_client.log_batch(run_id, params=params[start : start + 100])
-        mlflow_client.log_dict(run_id, config, "config.yaml")  # the resolved config, as a file
         yield run_id
         status = RunStatus.to_string(RunStatus.FINISHED)
     except (KeyboardInterrupt, SystemExit):
@@ -148,16 +158,74 @@ def training_run(
         mlflow_client.set_tag(run_id, "error", f"{type(e).__name__}: {e}"[:5000])
         raise
     finally:
+        if monitor:
+            monitor.finish()
         mlflow_client.set_terminated(run_id, status)
+
+
+def create_run(
+    mlflow_client: MlflowClient,
+    paths: Paths,
+    config: dict,
+    tags: dict[str, str],
+    run_name: str | None,
+) -> str:
+    exp = experiment_id(mlflow_client, config["tracking"]["experiment"], paths)
+    all_tags = {**source_tags("stages.train"), **git_tags(PROJECT_ROOT), **tags}
+    if parent := os.environ.get(SWEEP_RUN_ENV):
+        all_tags["mlflow.parentRunId"] = parent
+    run_id = mlflow_client.create_run(exp, run_name=run_name, tags=all_tags).info.run_id
+    try:
+        params = [Param(k, v) for k, v in flatten(config).items()]
+        for start in range(0, len(params), 100):  # MLflow accepts at most 100 params a call
+            mlflow_client.log_batch(run_id, params=params[start : start + 100])
+        mlflow_client.log_dict(run_id, config, "config.yaml")  # the resolved config, as a file
+    except Exception:
+        mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    return run_id
+
+
+def reopen_run(mlflow_client: MlflowClient, paths: Paths, run_id: str) -> str:
+    """Mark an interrupted run RUNNING again: a resumed training continues in it."""
+    try:
+        mlflow_client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    except mlflow.exceptions.MlflowException:
+        raise StagewiseError(
+            f"the checkpoint's MLflow run {run_id} is not in {tracking_uri(paths)}; "
+            "train without train.resume"
+        ) from None
+    mlflow_client.set_tag(run_id, "resumed", "true")
+    return run_id
+
+
+def system_monitor(run_id: str, paths: Paths, resumed: bool) -> Any:
+    """MLflow's sampler of CPU, GPU and memory use, logging into run_id until finish()."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=tracking_uri(paths))
+    monitor.start()
+    return monitor
 
 
 def log_metrics(paths: Paths, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     """One batched call for all metrics of a step."""
-    import time
-
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     client(paths).log_batch(run_id, metrics=batch)
+
+
+def log_series(paths: Paths, run_id: str, series: dict[str, list[float]]) -> None:
+    """Whole metric curves (value i at step i), in batched calls of at most 1000 metrics."""
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(name, float(value), now, step)
+        for name, values in series.items()
+        for step, value in enumerate(values)
+    ]
+    mlflow_client = client(paths)
+    for start in range(0, len(batch), 1000):
+        mlflow_client.log_batch(run_id, metrics=batch[start : start + 1000])
 
 
 def set_tags(paths: Paths, run_id: str, tags: dict[str, Any]) -> None:
@@ -212,6 +280,23 @@ def trained_run(paths: Paths) -> dict:
             "rerun training with `dvc repro --force train`"
         ) from None
     return info
+
+
+def run_model_files(paths: Paths, run_id: str, dst: Path) -> ModelFiles:
+    """Download the weights and spec of the model an earlier training run logged into dst."""
+    mlflow_client = client(paths)
+    try:
+        mlflow_client.get_run(run_id)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{run_id}/model/artifacts", dst_path=str(dst)
+        )
+    except mlflow.exceptions.MlflowException as e:
+        first = str(e).splitlines()[0]
+        raise StagewiseError(
+            f"model.weights=runs:/{run_id}: no trained model of that run in "
+            f"{tracking_uri(paths)} ({first})"
+        ) from None
+    return ModelFiles(Path(local))
 
 
 def log_model(paths: Paths, run_id: str, files: ModelFiles, example: np.ndarray) -> str:

@@ -1,80 +1,105 @@
 """train: fit the configured model on the train split, one MLflow run per trained model.
 
-In a Hydra multirun each job writes its model and metrics into its own job folder, so a
-sweep never overwrites the pipeline's tracked outputs.
+In a Hydra multirun each job writes its model, metrics and checkpoint into its own job
+folder, so a sweep never overwrites the pipeline's tracked outputs.
 """
 
+import hashlib
+import json
 import logging
 from dataclasses import asdict
 
 from pipeline import tracking
-from pipeline.config import Config
-from pipeline.engine import (
-    Batches,
-    EpochResult,
-    Normalizer,
-    fit,
-    prepare_model,
-    seed_everything,
-    select_device,
-)
-from pipeline.io import read_json, write_csv, write_json
-from pipeline.models import ModelSpec, build_model, save_model
+from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
+from pipeline.checkpoint import load_checkpoint
+from pipeline.config import Config, defining_config
+from pipeline.engine import Callback, EpochResult, fit, overfit_one_batch
+from pipeline.io import write_csv, write_json
+from pipeline.learner import Learner, create_learner, data_tags
+from pipeline.models import save_model
 from pipeline.paths import ModelFiles, Paths
-from pipeline.split import SplitImages, load_split_images
 from stages.common import entrypoint, job_dir
 
 log = logging.getLogger("stagewise")
 
 
-def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float:
-    """Train; returns the final valid error rate (the value a sweeper minimizes)."""
+def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float | None:
+    """Train; returns the kept model's valid error rate (the value a sweeper minimizes)."""
     out = out or paths
-    stats = read_json(paths.normalize, "normalize-stats")
-    train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
-    device = select_device(cfg.train.device)
-    seed_everything(cfg.seed)
-    spec = model_spec(cfg, train, stats)
-    model = prepare_model(build_model(spec), device)
-    files = ModelFiles(out.model_dir)
-    tags = {"stage": "train", **tracking.environment_tags(str(device)), **data_tags(paths)}
-    run_name = f"{spec.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
-    with tracking.training_run(paths, asdict(cfg), tags, run_name) as run_id:
-        tracking.log_split_inputs(paths, run_id, {"train": "training", "valid": "validation"})
-        history = fit(
-            model,
-            Batches.from_numpy(train.images, train.targets, device),
-            Batches.from_numpy(valid.images, valid.targets, device),
-            cfg.train,
-            Normalizer.create(spec.mean, spec.std, device),
-            cfg.seed,
-            on_epoch=lambda result: tracking.log_metrics(
-                paths, run_id, result.metrics(), result.epoch
-            ),
-        )
-        save_model(files, model, spec)
-        model_uri = tracking.log_model(paths, run_id, files, example=valid.images[:4])
-        write_json(files.run, {"run_id": run_id, "model_uri": model_uri, "epochs": len(history)})
-        write_history(out, history)
-    final = history[-1]
+    learner = create_learner(cfg, paths)
+    if cfg.train.overfit_one_batch:
+        return sanity_check(cfg, learner)
+    tags = {"stage": "train", **tracking.environment_tags(str(learner.device)), **data_tags(paths)}
+    identity = training_identity(cfg, tags)
+    resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
+    run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
+    with tracking.training_run(
+        paths, asdict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
+    ) as run_id:
+        if not resume:
+            tracking.log_split_inputs(paths, run_id, {"train": "training", "valid": "validation"})
+        state = fit(
+            learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
+            pretrained=bool(cfg.model.weights),
+            callbacks=callbacks(cfg, paths, run_id, Checkpoint(out.checkpoint, identity, run_id)),
+            resume=resume,
+        )  # fmt: skip
+        files = ModelFiles(out.model_dir)
+        save_model(files, learner.model, learner.spec)
+        model_uri = tracking.log_model(paths, run_id, files, example=learner.example.numpy())
+        kept = state.best["epoch"] if state.best else state.epoch
+        write_json(files.run, {"run_id": run_id, "model_uri": model_uri, "epochs": state.epoch})
+        write_history(out, state.history, kept)
+    out.checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
     log.info(
-        "trained %s for %d epochs on %s; MLflow run %s", spec.arch, len(history), device, run_id
+        "trained %s for %d epochs on %s; MLflow run %s",
+        cfg.model.arch,
+        state.epoch,
+        learner.device,
+        run_id,
     )
-    return final.valid_error_rate
+    return state.history[kept - 1].valid_error_rate
 
 
-def model_spec(cfg: Config, train: SplitImages, stats: dict) -> ModelSpec:
-    """The model's architecture, classes, input shape and normalization, saved beside it."""
-    _, size, _, channels = train.images.shape
-    return ModelSpec(
-        arch=cfg.model.arch, classes=train.classes, channels=channels, image_size=size,
-        mean=stats["mean"], std=stats["std"], widths=cfg.model.widths, dropout=cfg.model.dropout,
-        resize=cfg.data.resize, background=list(cfg.data.background),
+def callbacks(
+    cfg: Config, paths: Paths, run_id: str, checkpoint: Checkpoint
+) -> tuple[Callback, ...]:
+    """Report each epoch to MLflow, then the optional parts, and checkpoint last."""
+    stopping = cfg.train.early_stopping
+    chosen: list[Callback] = [
+        ReportEpoch(lambda r: tracking.log_metrics(paths, run_id, r.metrics(), r.epoch)),
+        OverfitWatch(
+            cfg.train.overfit_patience,
+            lambda epoch: tracking.set_tags(
+                paths, run_id, {"overfitting": "true", "overfitting.epoch": epoch}
+            ),
+        ),
+    ]
+    if stopping.keep_best:
+        chosen.append(KeepBest(stopping.monitor))
+    if stopping.patience:
+        chosen.append(EarlyStopping(stopping.monitor, stopping.patience))
+    return (*chosen, checkpoint)
+
+
+def training_identity(cfg: Config, data: dict[str, str]) -> str:
+    """What a checkpoint must match to be resumed: the defining config and the data."""
+    text = json.dumps({"config": defining_config(cfg), "data": data}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sanity_check(cfg: Config, learner: Learner) -> None:
+    losses = overfit_one_batch(
+        learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed
+    )
+    log.info(
+        "sanity check passed: %s overfit one batch, loss %.3f -> %.4f in %d steps; "
+        "nothing was written", cfg.model.arch, losses[0], losses[-1], len(losses),
     )  # fmt: skip
 
 
-def write_history(out: Paths, history: list[EpochResult]) -> None:
-    """Per-epoch curves for `dvc plots`, and the final epoch's numbers for `dvc metrics`.
+def write_history(out: Paths, history: list[EpochResult], kept: int) -> None:
+    """Per-epoch curves for `dvc plots`, and the kept epoch's numbers for `dvc metrics`.
 
     Wall times stay in MLflow only: these files must be identical for identical runs.
     """
@@ -82,20 +107,11 @@ def write_history(out: Paths, history: list[EpochResult]) -> None:
     for row in rows:
         del row["epoch_seconds"]
     write_csv(out.train_history, rows)
-    write_json(out.train_metrics, {k: v for k, v in rows[-1].items() if k != "epoch"})
+    write_json(out.train_metrics, rows[kept - 1])
 
 
-def data_tags(paths: Paths) -> dict[str, str]:
-    """DVC-style md5 of the data this model was fitted on, to match the run to dvc.lock."""
-    return {
-        f"dvc.md5.{path.relative_to(paths.root).as_posix()}": tracking.file_md5(path)
-        for path in (paths.manifest, paths.split, paths.normalize)
-    }
-
-
-def main_run(cfg: Config) -> float:
-    paths = Paths()
-    return run(cfg, paths, Paths(job_dir()))
+def main_run(cfg: Config) -> float | None:
+    return run(cfg, Paths(), Paths(job_dir()))
 
 
 main = entrypoint(main_run)

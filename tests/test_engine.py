@@ -23,7 +23,7 @@ def train_small(paths: Paths, seed: int = 0, epochs: int = 3):
     torch.manual_seed(seed)
     spec = ModelSpec("small_cnn", train.classes, 1, 8, [0.3], [0.37], widths=[8, 16], dropout=0.0)
     model = build_model(spec)
-    history = fit(
+    state = fit(
         model,
         Batches.from_numpy(train.images, train.targets, device),
         Batches.from_numpy(valid.images, valid.targets, device),
@@ -31,7 +31,7 @@ def train_small(paths: Paths, seed: int = 0, epochs: int = 3):
         Normalizer.create(spec.mean, spec.std, device),
         seed,
     )
-    return model, history
+    return model, state.history
 
 
 def test_fit_learns_digits(digits_paths: Paths):

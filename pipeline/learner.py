@@ -1,0 +1,96 @@
+"""A model ready to train: the splits and normalization on the device, the architecture
+built for the dataset's classes and channels, and pretrained weights loaded when asked.
+
+Shared by train and lr-find, so the learning rate is found for the model that is trained.
+"""
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline import tracking
+from pipeline.config import Config
+from pipeline.engine import Batches, Normalizer, prepare_model, seed_everything, select_device
+from pipeline.io import read_json
+from pipeline.models import ModelSpec, build_model
+from pipeline.paths import Paths
+from pipeline.split import SplitImages, load_split_images
+from pipeline.weights import pretrained_state, transfer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Learner:
+    model: nn.Module
+    spec: ModelSpec
+    train: Batches
+    valid: Batches
+    normalizer: Normalizer
+    device: torch.device
+
+    @property
+    def example(self) -> torch.Tensor:
+        """A few raw validation images: the packaged model's input example."""
+        return self.valid.images[:4].cpu()
+
+
+def create_learner(cfg: Config, paths: Paths) -> Learner:
+    stats = read_json(paths.normalize, "normalize-stats")
+    train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
+    device = select_device(cfg.train.device)
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    spec = model_spec(cfg, train, stats)
+    model = build_model(spec)
+    if cfg.model.weights:
+        load_pretrained(model, cfg.model.weights, spec.arch, paths)
+    return Learner(
+        prepare_model(model, device),
+        spec,
+        Batches.from_numpy(train.images, train.targets, device),
+        Batches.from_numpy(valid.images, valid.targets, device),
+        Normalizer.create(spec.mean, spec.std, device),
+        device,
+    )
+
+
+def model_spec(cfg: Config, train: SplitImages, stats: dict) -> ModelSpec:
+    """The model's architecture, classes, input shape and normalization, saved beside it."""
+    _, size, _, channels = train.images.shape
+    return ModelSpec(
+        arch=cfg.model.arch, classes=train.classes, channels=channels, image_size=size,
+        mean=stats["mean"], std=stats["std"], widths=cfg.model.widths, dropout=cfg.model.dropout,
+        resize=cfg.data.resize, background=list(cfg.data.background),
+    )  # fmt: skip
+
+
+def load_pretrained(model: nn.Module, source: str, arch: str, paths: Paths) -> None:
+    """Pretrained weights into every layer but the new head."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = pretrained_state(
+            source,
+            arch,
+            paths.home,
+            lambda run_id: tracking.run_model_files(paths, run_id, Path(tmp)),
+        )
+    done = transfer(model, state, source)
+    adapted = f"; adapted {', '.join(done.adapted)} to the input channels" if done.adapted else ""
+    log.info(
+        "loaded %d tensors from %s; new head %s%s",
+        done.loaded,
+        source,
+        ", ".join(done.new_head),
+        adapted,
+    )
+
+
+def data_tags(paths: Paths) -> dict[str, str]:
+    """DVC-style md5 of the data a model is fitted on, to match its run to dvc.lock."""
+    return {
+        f"dvc.md5.{path.relative_to(paths.root).as_posix()}": tracking.file_md5(path)
+        for path in (paths.manifest, paths.split, paths.normalize)
+    }

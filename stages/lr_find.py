@@ -1,0 +1,54 @@
+"""lr-find: suggest train.lr for the configured model and data (fastai's lr_find).
+
+Writes the loss-vs-lr curve (a DVC plot and a PNG) and the suggestion (a DVC metric), and
+logs both as an MLflow run of their own. Only the train keys that shape the loss curve are
+its params, so sweeping train.lr or train.epochs does not rerun it.
+"""
+
+import logging
+import math
+from dataclasses import asdict
+
+from pipeline import tracking
+from pipeline.config import Config
+from pipeline.io import atomic_write, write_csv, write_json
+from pipeline.learner import create_learner, data_tags
+from pipeline.lr_find import lr_find
+from pipeline.paths import Paths
+from pipeline.plots import lr_find_figure
+from stages.common import entrypoint
+
+log = logging.getLogger("stagewise")
+
+
+def run(cfg: Config, paths: Paths = Paths()) -> float:
+    learner = create_learner(cfg, paths)
+    found = lr_find(
+        learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed,
+        pretrained=bool(cfg.model.weights),
+    )  # fmt: skip
+    write_csv(
+        paths.lr_find_curve,
+        [
+            {"lr": lr, "log10_lr": math.log10(lr), "loss": loss}
+            for lr, loss in zip(found.lrs, found.losses, strict=True)
+        ],
+    )
+    write_json(paths.lr_find_metrics, {"suggested_lr": found.suggestion})
+    figure = lr_find_figure(found.lrs, found.losses, found.suggestion)
+    atomic_write(paths.lr_find_plot, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    tags = {"stage": "lr_find", **tracking.source_tags("stages.lr_find"), **data_tags(paths)}
+    with tracking.training_run(paths, asdict(cfg), tags, f"lr_find-{cfg.model.arch}") as run_id:
+        tracking.log_series(paths, run_id, {"lr_find_lr": found.lrs, "lr_find_loss": found.losses})
+        tracking.log_metrics(paths, run_id, {"suggested_lr": found.suggestion})
+        tracking.log_figure(paths, run_id, figure, "lr_find.png")
+    log.info(
+        "lr_find suggests train.lr=%.2g (valley); curve in %s", found.suggestion, paths.lr_find_plot
+    )
+    return found.suggestion
+
+
+main = entrypoint(run)
+
+if __name__ == "__main__":
+    main()
