@@ -9,6 +9,7 @@ convolution with another channel count is adapted as fastai does (summed for gre
 
 import logging
 import pickle
+import re
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,11 +71,14 @@ def read_state_file(path: Path) -> dict[str, torch.Tensor]:
             raise StagewiseError(f"model.weights={path} is not a safetensors file ({e})") from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise StagewiseError(
-            f"model.weights={path} holds pickled Python objects, not just tensors, and is "
-            "refused (it could run code); save model.state_dict() or a .safetensors file"
-        ) from None
+    except pickle.UnpicklingError as e:
+        if found := re.search(r"GLOBAL (\S+) was not an allowed global", str(e)):
+            raise StagewiseError(
+                f"model.weights={path} holds pickled Python objects ({found.group(1)}), not "
+                "just tensors, and is refused (unpickling could run code); save "
+                "model.state_dict() or a .safetensors file"
+            ) from None
+        raise StagewiseError(f"model.weights={path} is not a torch weights file") from None
     except (RuntimeError, EOFError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise StagewiseError(

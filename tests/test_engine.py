@@ -11,7 +11,7 @@ from pipeline.errors import StagewiseError
 from pipeline.models import ModelSpec, build_model
 from pipeline.paths import Paths
 from pipeline.split import load_split_images
-from pipeline.transforms import random_affine, to_float
+from pipeline.transforms import augment, is_identity, random_affine, to_float
 from tests.conftest import compose_config
 
 CFG = compose_config("train.epochs=3")
@@ -64,6 +64,24 @@ def test_augmentation_with_nothing_enabled_is_the_identity_and_shift_moves_pixel
     shifted = random_affine(x, replace(none, translate=0.25), torch.Generator().manual_seed(0))
     assert not torch.allclose(shifted, x)
     assert shifted.sum().item() == pytest.approx(x.sum().item(), rel=0.3)
+
+
+def test_crop_zooms_in_and_lighting_changes_brightness_within_range():
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    none = replace(CFG.train.augment, rotate=0.0, translate=0.0, scale=0.0, flip=False)
+    assert is_identity(none)
+    torch.testing.assert_close(augment(x, none, torch.Generator()), x)
+    checker = torch.zeros(1, 1, 32, 32)
+    checker[..., ::2, :] = 1.0  # stripes one pixel apart: a zoom-in spreads them
+    cropped = augment(checker, replace(none, crop=0.2), torch.Generator().manual_seed(0))
+    assert cropped.shape == checker.shape and not torch.allclose(cropped, checker)
+    brighter = augment(x, replace(none, brightness=0.3), torch.Generator().manual_seed(0))
+    shifts = (brighter - x).mean(dim=(1, 2, 3))
+    assert shifts.abs().max() <= 0.3 + 1e-6 and shifts.std() > 0.01  # per image
+    contrast = augment(x, replace(none, contrast=0.5), torch.Generator().manual_seed(0))
+    assert 0 <= contrast.min() and contrast.max() <= 1
+    ratios = contrast.std(dim=(1, 2, 3)) / x.std(dim=(1, 2, 3))
+    assert ratios.min() < 0.95 and ratios.max() > 1.05
 
 
 def test_training_settings_are_checked_before_training(digits_paths: Paths):
