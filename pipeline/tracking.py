@@ -160,6 +160,7 @@ def training_run(
     finally:
         if monitor:
             monitor.finish()
+        mlflow.flush_async_logging()  # every queued epoch is stored before the run ends
         mlflow_client.set_terminated(run_id, status)
 
 
@@ -208,11 +209,14 @@ def system_monitor(run_id: str, paths: Paths, resumed: bool) -> Any:
     return monitor
 
 
-def log_metrics(paths: Paths, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    """One batched call for all metrics of a step."""
+def log_metrics(
+    paths: Paths, run_id: str, metrics: dict[str, float], step: int = 0, wait: bool = True
+) -> None:
+    """One batched call for all metrics of a step; wait=False queues it (MLflow's async
+    logging) so that training does not wait for the store: training_run flushes the queue."""
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-    client(paths).log_batch(run_id, metrics=batch)
+    client(paths).log_batch(run_id, metrics=batch, synchronous=wait)
 
 
 def log_series(paths: Paths, run_id: str, series: dict[str, list[float]]) -> None:

@@ -67,7 +67,9 @@ def callbacks(
     """Report each epoch to MLflow, then the optional parts, and checkpoint last."""
     stopping = cfg.train.early_stopping
     chosen: list[Callback] = [
-        ReportEpoch(lambda r: tracking.log_metrics(paths, run_id, r.metrics(), r.epoch)),
+        ReportEpoch(
+            lambda r: tracking.log_metrics(paths, run_id, r.metrics(), r.epoch, wait=False)
+        ),
         OverfitWatch(
             cfg.train.overfit_patience,
             lambda epoch: tracking.set_tags(

@@ -11,7 +11,9 @@ from tests.project import ProjectCopy, ran_stages
 pytestmark = pytest.mark.e2e
 
 TINY = ("train.epochs=2", "model.widths=[8,16]")
-ALL_STAGES = ["ingest", "split", "normalize-stats", "train", "evaluate", "test-holdout"]
+ALL_STAGES = [
+    "ingest", "split", "normalize-stats", "train", "lr-find", "evaluate", "test-holdout",
+]  # fmt: skip
 
 
 DATA_STAGES = ("ingest", "split", "normalize-stats")
@@ -53,6 +55,10 @@ def test_repro_writes_every_output_and_then_is_up_to_date(project, first_results
     assert confusion[0] == "actual,predicted" and len(confusion) == 360
     history = (project.root / "plots/train/history.csv").read_text().splitlines()
     assert len(history) == 3
+    lr_curve = (project.root / "plots/lr_find/curve.csv").read_text().splitlines()
+    assert lr_curve[0] == "lr,log10_lr,loss" and len(lr_curve) > 20
+    assert 1e-6 < project.json("metrics/lr_find.json")["suggested_lr"] < 10
+    assert (project.root / "plots/lr_find/curve.png").read_bytes()[:4] == b"\x89PNG"
     again = project.run("dvc", "repro")
     assert ran_stages(again.stdout) == []
     assert "Data and pipelines are up to date." in again.stdout
@@ -216,6 +222,58 @@ def test_sigterm_during_training_marks_the_run_killed_and_keeps_the_model(projec
     assert (project.root / "models/model.safetensors").read_bytes() == before
 
 
+def test_a_killed_training_resumes_in_its_mlflow_run_with_identical_weights(project):
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    command = ["python", "-m", "stages.train", "train.epochs=6", "model.widths=[8,16]"]
+    project.run(*command)
+    uninterrupted = (project.root / "models/model.safetensors").read_bytes()
+    checkpoint = project.root / "checkpoints/train.pt"
+    assert not checkpoint.exists()  # removed once training finished
+    training = subprocess.Popen(command, cwd=project.root, env=project.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (checkpoint.exists() and torch.load(checkpoint, weights_only=True)["epoch"] >= 2):
+        assert time.monotonic() < deadline and training.poll() is None
+        time.sleep(0.05)
+    training.send_signal(signal.SIGKILL)  # no chance to clean up: the checkpoint must do
+    training.wait(timeout=30)
+    killed_at = torch.load(checkpoint, weights_only=True)
+    assert 2 <= killed_at["epoch"] < 6
+    resumed = project.run(*command, "train.resume=true")
+    assert f"resuming after epoch {killed_at['epoch']} of 6" in resumed.stdout + resumed.stderr
+    assert (project.root / "models/model.safetensors").read_bytes() == uninterrupted
+    run_id = project.json("models/run.json")["run_id"]
+    assert run_id == killed_at["run_id"]
+    client = mlflow_client(project)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
+    steps = {m.step for m in client.get_metric_history(run_id, "valid_loss")}
+    assert steps == set(range(1, 7))
+    assert not checkpoint.exists()
+
+
+def test_training_input_errors_and_the_one_batch_sanity_check(project):
+    before = (project.root / "models/model.safetensors").read_bytes()
+    for overrides, message in [
+        (["model.weights=nowhere/weights.pt"], "weights.pt: no such file"),
+        (["train.resume=true"], "train.resume=true, but there is no checkpoint at"),
+        (["model.arch=resnet18", "model.weights=IMAGENET9K"], "valid: DEFAULT, IMAGENET1K_V1"),
+        (["model.arch=resnet19"], "valid names: small_cnn"),
+        (["train.overfit_one_batch=true", "train.lr=1e-7"], "could not overfit one batch"),
+    ]:
+        result = project.run("python", "-m", "stages.train", *overrides, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and message in output and "Traceback" not in output
+    sane = project.run("python", "-m", "stages.train", "train.overfit_one_batch=true")
+    assert "sanity check passed: small_cnn overfit one batch" in sane.stdout + sane.stderr
+    assert (project.root / "models/model.safetensors").read_bytes() == before
+
+
 def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(project):
     assert project.json("metrics/test.json")["test_evaluations"] == 1
     project.compose("train.epochs=1", "model.widths=[8,16]")
@@ -331,10 +389,10 @@ def test_experiments_rerun_only_what_their_params_affect(project):
     # epochs=3: a configuration no earlier test has run, so nothing comes from DVC's cache
     assert exp_run(project, "train.epochs=3", tiny_model) == ["train", "evaluate", "test-holdout"]
     assert exp_run(project, "split.seed=7", "train.epochs=3", tiny_model) == [
-        "split", "normalize-stats", "train", "evaluate", "test-holdout",
+        "split", "normalize-stats", "train", "lr-find", "evaluate", "test-holdout",
     ]  # fmt: skip
     assert exp_run(project, "split.seed=7", "train.epochs=1", "model=resnet18") == [
-        "train", "evaluate", "test-holdout",
+        "train", "lr-find", "evaluate", "test-holdout",
     ]  # fmt: skip
     assert project.json("models/model.json")["arch"] == "resnet18"
     header = project.run("dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")

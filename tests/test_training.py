@@ -120,10 +120,10 @@ def test_resume_after_an_interruption_gives_identical_weights(
 
 def test_a_missing_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "train.pt"
-    with pytest.raises(StagewiseError, match="no checkpoint at .*train without train.resume"):
+    with pytest.raises(StagewiseError, match=r"no checkpoint at .*train without train.resume"):
         load_checkpoint(path, "id")
     path.write_bytes(b"\x80\x02 half a checkpoint")
-    with pytest.raises(StagewiseError, match="is unreadable .*train without train.resume"):
+    with pytest.raises(StagewiseError, match=r"is unreadable .*train without train.resume"):
         load_checkpoint(path, "id")
     torch.save({"epoch": 1}, path)
     with pytest.raises(StagewiseError, match="not a stagewise checkpoint"):

@@ -54,7 +54,7 @@ class Payload:
 
 def test_a_pickled_object_offered_as_weights_is_refused(tmp_path):
     torch.save({"weights": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(StagewiseError, match="pickled Python objects.*refused"):
+    with pytest.raises(StagewiseError, match=r"pickled Python objects.*refused"):
         read_state_file(tmp_path / "evil.pt")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(StagewiseError, match="is not a torch weights file"):
@@ -65,7 +65,7 @@ def test_a_pickled_object_offered_as_weights_is_refused(tmp_path):
 
 def test_weights_of_another_architecture_are_refused_with_the_mismatch():
     source = build_model(ModelSpec(**{**spec().__dict__, "widths": [4, 4]}))
-    with pytest.raises(StagewiseError, match="does not fit this model.*shape"):
+    with pytest.raises(StagewiseError, match=r"does not fit this model.*shape"):
         transfer(build_model(spec()), source.state_dict(), "w.pt")
 
 
@@ -110,5 +110,5 @@ def test_unknown_weight_names_list_the_valid_ones():
 def test_a_run_of_another_architecture_is_refused(tmp_path):
     files = ModelFiles(tmp_path)
     save_model(files, build_model(spec()), spec())
-    with pytest.raises(StagewiseError, match="is a small_cnn, but model.arch=resnet18"):
+    with pytest.raises(StagewiseError, match=r"is a small_cnn, but model\.arch=resnet18"):
         pretrained_state("runs:/abc", "resnet18", tmp_path, lambda run_id: files)
