@@ -40,12 +40,22 @@ def local_store_uri(paths: Paths) -> str:
     return f"sqlite:///{paths.mlruns / 'mlflow.db'}"
 
 
+# mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; a value this process exported
+# is not the user's choice and must not redirect a later project's runs (tests, benchmarks).
+_exported: set[str] = set()
+
+
 def tracking_uri(paths: Paths) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(paths)
+    chosen = os.environ.get("MLFLOW_TRACKING_URI")
+    if chosen and chosen not in _exported:
+        return chosen
+    return local_store_uri(paths)
 
 
 def client(paths: Paths) -> MlflowClient:
     uri = tracking_uri(paths)
+    if os.environ.get("MLFLOW_TRACKING_URI") != uri:
+        _exported.add(uri)
     mlflow.set_tracking_uri(uri)
     if uri == local_store_uri(paths):
         paths.mlruns.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,9 @@ def test_outputs_are_the_locations_in_paths():
             paths.valid_top_losses,
             paths.valid_most_confused,
             paths.test_metrics,
+            paths.lr_find_curve,
+            paths.lr_find_plot,
+            paths.lr_find_metrics,
         )
     }
     from pipeline.paths import ModelFiles
@@ -89,7 +92,7 @@ def test_outputs_are_the_locations_in_paths():
     }
     declared = set()
     for stage in STAGES.values():
-        for entry in stage.get("outs", []) + stage.get("metrics", []):
+        for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             declared.add(entry if isinstance(entry, str) else next(iter(entry)))
     assert declared == known
 
