@@ -214,7 +214,9 @@ def system_monitor(run_id: str, paths: Paths, resumed: bool) -> Any:
     """MLflow's sampler of CPU, GPU and memory use, logging into run_id until finish()."""
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=tracking_uri(paths))
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=5, resume_logging=resumed, tracking_uri=tracking_uri(paths)
+    )
     monitor.start()
     return monitor
 
