@@ -104,7 +104,7 @@ class Paths:
         """The project the user works in. `dvc exp run --queue` runs experiments in temporary
         copies and names the original in DVC_ROOT: records kept there survive the copy."""
         dvc_root = os.environ.get("DVC_ROOT")
-        return Path(dvc_root) if dvc_root and self.root == PROJECT_ROOT else self.root
+        return Path(dvc_root).resolve() if dvc_root and self.root == PROJECT_ROOT else self.root
 
     @property
     def holdout_ledger(self) -> Path:

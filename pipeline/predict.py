@@ -30,9 +30,10 @@ def input_files(source: str, extensions: list[str]) -> list[Path]:
 
 
 def predict_files(
-    classifier: Classifier, files: list[Path], max_pixels: int, batch_size: int
+    classifier: Classifier, files: list[Path | str | bytes], max_pixels: int, batch_size: int
 ) -> pd.DataFrame:
-    """One row per file: label, probability, p_<class>... or the error that kept it out."""
+    """One row per file (a path, or an encoded image's bytes): label, probability,
+    p_<class>... or the error that kept it out."""
     spec = classifier.spec
     settings = DecodeSettings(
         spec.image_size, spec.channels, spec.resize, tuple(spec.background), max_pixels
@@ -42,7 +43,8 @@ def predict_files(
         arrays, errors = [], []
         for file in files[chunk]:
             try:
-                arrays.append(decode_bytes(file.read_bytes(), settings).array)
+                raw = file if isinstance(file, bytes) else Path(file).read_bytes()
+                arrays.append(decode_bytes(raw, settings).array)
                 errors.append("")
             except (BadImage, OSError) as e:
                 arrays.append(None)
@@ -51,8 +53,12 @@ def predict_files(
         predicted = classifier.predict_frame(np.stack(good)) if good else None
         rows = iter(predicted.to_dict("records")) if predicted is not None else iter(())
         frames += [
-            {"path": str(file), **(next(rows) if error == "" else {}), "error": error}
+            {"path": source_name(file), **(next(rows) if error == "" else {}), "error": error}
             for file, error in zip(files[chunk], errors, strict=True)
         ]
     columns = ["path", "label", "probability", *[f"p_{c}" for c in spec.classes], "error"]
     return pd.DataFrame(frames, columns=columns)
+
+
+def source_name(file: Path | str | bytes) -> str:
+    return f"<{len(file)} bytes>" if isinstance(file, bytes) else str(file)

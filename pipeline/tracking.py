@@ -331,7 +331,8 @@ def log_model(paths: Paths, run_id: str, files: ModelFiles, example: np.ndarray)
     images = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))])
     signature = ModelSignature(inputs=images, outputs=infer_signature(example, output).outputs)
     requirements = [
-        f"{name}=={version(name)}" for name in ("torch", "numpy", "pandas", "safetensors")
+        f"{name}=={version(name)}"
+        for name in ("torch", "numpy", "pandas", "safetensors", "pillow", "pyarrow")
     ]
     client(paths)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):

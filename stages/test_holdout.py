@@ -1,7 +1,9 @@
 """test-holdout: the only code that reads the test split; scores the final model once.
 
 Every evaluation is recorded in the holdout ledger; scoring another configuration on the
-same test split is allowed but warned about loudly, and counted on the MLflow run.
+same test split is allowed but warned about loudly, and counted on the MLflow run. Sweeps do
+not score it at all unless eval.allow_test_sweep=true: Hydra multirun is refused, and queued
+DVC experiments write a sealed metrics/test.json.
 """
 
 import logging
@@ -19,6 +21,8 @@ log = logging.getLogger("stagewise")
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
     run_id = (run_info := tracking.trained_run(paths))["run_id"]
+    if paths.home != paths.root and not cfg.eval.allow_test_sweep:
+        return seal(paths, run_id)
     scored = score_split(paths, "test", cfg.eval)
     test_digest = read_json(paths.split_report, "split")["splits"]["test"]["digest"]
     ledger = (
@@ -42,6 +46,20 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
         )
         log.info("registered as %s version %s, alias candidate", cfg.eval.register_as, version)
     return scored.metrics
+
+
+def seal(paths: Paths, run_id: str) -> dict:
+    """A queued DVC experiment (run in a copy of the project) leaves the test split unread:
+    a queue is a sweep, and the test set is for the one model chosen from it."""
+    sealed = {"sealed": 1}  # a number: `dvc exp show` lists numeric metrics
+    write_json(paths.test_metrics, sealed)
+    tracking.set_tags(paths, run_id, {"test_holdout.used": "false", "test_holdout.sealed": "true"})
+    log.info(
+        "test split sealed: queued experiments do not score the test set. Compare them on "
+        "their valid metrics (dvc exp show), `dvc exp apply` the winner, then score it once "
+        "with `dvc repro --force test-holdout` (or queue with -S eval.allow_test_sweep=true)"
+    )
+    return sealed
 
 
 def main_run(cfg: Config) -> dict:

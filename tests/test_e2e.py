@@ -128,6 +128,37 @@ def test_packaged_model_predicts_raw_images_like_test_holdout(project):
     assert len(answer) == 8 and set(answer["label"]) <= set(test.classes)
 
 
+def test_packaged_model_takes_image_files_as_paths_or_bytes(project, tmp_path):
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    from pipeline.split import load_split_images
+
+    mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(project.json("models/run.json")["model_uri"])
+    test = load_split_images(Paths(project.root), "test")
+    images = test.images[:6, ..., 0]
+    paths = []
+    for i, image in enumerate(images[:3]):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    encoded = []
+    for image in images[3:]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    answer = model.unwrap_python_model().predict(
+        None, [*paths, *encoded, str(tmp_path / "broken.png")]
+    )
+    expected = model.predict(test.images[:6])["label"].tolist()
+    assert answer["label"].tolist()[:6] == expected and answer["error"].tolist()[:6] == [""] * 6
+    assert answer["path"][3] == f"<{len(encoded[0])} bytes>"
+    assert answer["error"][6] != "" and pd.isna(answer["label"][6])
+
+
 def test_stage_multirun_is_a_parent_run_with_a_child_per_job(project):
     before = (project.root / "models/model.safetensors").read_bytes()
     client = mlflow_client(project)
@@ -401,7 +432,8 @@ def test_experiments_rerun_only_what_their_params_affect(project):
     )
 
 
-def test_queued_experiments_land_in_the_main_mlflow_store(project):
+def test_queued_experiments_land_in_the_main_mlflow_store_with_the_test_split_sealed(project):
+    ledger_before = len(project.json("data/holdout_ledger.json"))
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "baseline for queued experiments")
     for lr in ("0.001", "0.01"):
@@ -418,11 +450,16 @@ def test_queued_experiments_land_in_the_main_mlflow_store(project):
     }
     assert set(by_lr) == {"0.001", "0.01"}
     for run in by_lr.values():
-        assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+        assert run.info.status == "FINISHED" and "valid_accuracy" in run.data.metrics
+        assert "test_accuracy" not in run.data.metrics  # the test split stays sealed
+        assert run.data.tags["test_holdout.sealed"] == "true"
         assert (
             run.data.tags["dvc.exp_name"] in project.run("dvc", "exp", "list", "--name-only").stdout
         )
     assert not list((project.root / ".dvc" / "tmp").glob("**/mlruns/mlflow.db"))
+    assert len(project.json("data/holdout_ledger.json")) == ledger_before
+    shown = project.run("dvc", "exp", "show", "--csv").stdout
+    assert "sealed" in shown.splitlines()[0].split(",")  # unambiguous: shown without its file
 
 
 def test_a_fresh_run_gives_identical_data_hashes_and_metrics(first_results, tmp_path):
