@@ -13,7 +13,6 @@ inputs against the logged signature (pixel tensors), so pass files to the unwrap
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -32,7 +31,7 @@ class ImageClassifier(PythonModel):
             raise ValueError("model weights and spec must sit in one folder")
         self.classifier = Classifier.load(ModelFiles(weights.parent))
 
-    def predict(self, context, model_input: np.ndarray | list, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
         if isinstance(model_input, list | tuple | pd.Series):
             from pipeline.predict import predict_files
 

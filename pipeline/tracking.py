@@ -64,8 +64,37 @@ def client(paths: Paths) -> MlflowClient:
 
 @functools.cache
 def client_for(uri: str) -> MlflowClient:
-    """One client per store: each epoch's metrics reuse its connection."""
-    return MlflowClient(uri)
+    """One client per store: each epoch's metrics reuse its connection. Parallel jobs share a
+    sqlite store, which refuses a writer while another writes: those calls are retried."""
+    mlflow_client = MlflowClient(uri)
+    return RetryLocked(mlflow_client) if uri.startswith("sqlite:") else mlflow_client
+
+
+LOCK_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class RetryLocked:
+    """An MlflowClient whose calls are retried while the sqlite database is locked."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.wrapped, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for delay in LOCK_RETRY_SECONDS:
+                try:
+                    return attribute(*args, **kwargs)
+                except Exception as e:
+                    if "database is locked" not in str(e):
+                        raise
+                    time.sleep(delay)
+            return attribute(*args, **kwargs)
+
+        return call
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str, paths: Paths) -> str:
@@ -382,7 +411,12 @@ def finish_sweep(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
     )
     scored = [c for c in children if c.info.status == "FINISHED" and metric in c.data.metrics]
-    summary: dict[str, Any] = {"jobs": jobs, "failed_jobs": failed}
+    # Jobs in other processes (parallel launchers) are counted by their runs only.
+    failed_runs = sum(c.info.status == "FAILED" for c in children)
+    summary: dict[str, Any] = {
+        "jobs": max(jobs, len(children)),
+        "failed_jobs": max(failed, failed_runs),
+    }
     if scored:
         best = min(scored, key=lambda c: c.data.metrics[metric])
         summary[f"best_{metric}"] = best.data.metrics[metric]

@@ -22,8 +22,14 @@ log = logging.getLogger("stagewise")
 # A single stage run writes into the project (DVC's outs) and leaves no Hydra output folder;
 # hydra.main offers no other way to set this than overrides. Multirun keeps Hydra's per-job
 # folders and gets one MLflow parent run for the sweep (stages/sweep.py).
-SINGLE_RUN_OVERRIDES = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
-MULTIRUN_OVERRIDES = ["+hydra.callbacks.sweep_run._target_=stages.sweep.SweepRun"]
+# conf/ is on the search path so that its groups (model=resnet18, train=fine_tune) and the
+# launcher/sweeper presets in conf/hydra/ can be chosen on a stage's command line.
+CONF = PROJECT_ROOT / "conf"
+SEARCH_PATH = f"hydra.searchpath=[file://{CONF}]"
+SINGLE_RUN_OVERRIDES = [
+    "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout", SEARCH_PATH,
+]  # fmt: skip
+MULTIRUN_OVERRIDES = ["+hydra.callbacks.sweep_run._target_=stages.sweep.SweepRun", SEARCH_PATH]
 # Jobs of a sweep that failed: a failure must not stop the others, but the sweep exits non-zero.
 failed_jobs: list[str] = []
 
@@ -60,6 +66,17 @@ def upstream_overrides(arguments: list[str]) -> list[str]:
     return [arg for arg in arguments if "=" in arg and group(arg) in ("data", "split")]
 
 
+def config_groups() -> set[str]:
+    return {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
+
+
+def group_choices(arguments: list[str]) -> list[str]:
+    """`model=resnet18` means conf/model/resnet18.yaml, as in `dvc exp run -S`: params.yaml
+    has no defaults list, so the group's config is merged over its keys (`+model=...`)."""
+    groups = config_groups()
+    return [f"+{arg}" if arg.split("=", 1)[0] in groups else arg for arg in arguments]
+
+
 def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
     """Wrap run(cfg) as a Hydra command line reading params.yaml."""
 
@@ -86,6 +103,7 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
             sys.exit(2)
         # `kill` and schedulers send SIGTERM: exit through Python, so open MLflow runs end KILLED.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        sys.argv[1:] = group_choices(sys.argv[1:])
         if multirun:
             sys.argv += MULTIRUN_OVERRIDES  # after the user's: argparse wants them after -m
         else:

@@ -21,6 +21,14 @@ from stages import common
 log = logging.getLogger("stagewise")
 
 
+def chosen_hydra_overrides(config: DictConfig) -> list[str]:
+    """The user's launcher and sweeper choices (not what stages/common.py adds itself)."""
+    hydra_overrides = OmegaConf.select(config, "hydra.overrides.hydra") or []
+    return [
+        o for o in hydra_overrides if o.startswith(("hydra/", "hydra.launcher", "hydra.sweeper"))
+    ]
+
+
 class SweepRun(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
@@ -28,7 +36,10 @@ class SweepRun(Callback):
         self.failed = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        overrides = list(OmegaConf.select(config, "hydra.overrides.task") or [])
+        overrides = [
+            *chosen_hydra_overrides(config),
+            *OmegaConf.select(config, "hydra.overrides.task"),
+        ]
         experiment = OmegaConf.select(config, "tracking.experiment") or "stagewise"
         self.parent_id = tracking.start_sweep(Paths(), experiment, overrides)
         # Jobs (in this process or launched ones, which inherit the environment) attach to it.
@@ -45,6 +56,8 @@ class SweepRun(Callback):
         if self.parent_id:
             failed = self.failed + len(common.failed_jobs)
             summary = tracking.finish_sweep(Paths(), self.parent_id, self.jobs, failed)
+            unseen = summary["failed_jobs"] - failed  # failed in launched processes
+            common.failed_jobs.extend(["a launched job failed"] * unseen)
             log.info("sweep done: %s", summary)
             os.environ.pop(tracking.SWEEP_RUN_ENV, None)
             self.parent_id = None

@@ -13,7 +13,8 @@ from pipeline import tracking
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import Config, defining_config
-from pipeline.engine import Callback, EpochResult, fit, overfit_one_batch
+from pipeline.engine import MONITORS, Callback, EpochResult, fit, overfit_one_batch
+from pipeline.errors import StagewiseError
 from pipeline.io import write_csv, write_json
 from pipeline.learner import Learner, create_learner, data_tags
 from pipeline.models import save_model
@@ -24,7 +25,7 @@ log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float | None:
-    """Train; returns the kept model's valid error rate (the value a sweeper minimizes)."""
+    """Train; returns the kept epoch's compare.metric (the value a sweeper optimizes)."""
     out = out or paths
     learner = create_learner(cfg, paths)
     if cfg.train.overfit_one_batch:
@@ -58,7 +59,16 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
         learner.device,
         run_id,
     )
-    return state.history[kept - 1].valid_error_rate
+    return objective(state.history[kept - 1], cfg.compare.metric)
+
+
+def objective(result: EpochResult, metric: str) -> float:
+    """What a sweeper optimizes: compare.metric of the kept epoch (e.g. valid_error_rate)."""
+    if metric not in MONITORS:
+        raise StagewiseError(
+            f"compare.metric={metric!r}: a sweep can optimize {', '.join(MONITORS)}"
+        )
+    return getattr(result, metric)
 
 
 def callbacks(

@@ -63,3 +63,25 @@ def test_md5_matches_what_dvc_records(tmp_path):
     file = tmp_path / "x.bin"
     file.write_bytes(b"abc" * 1000)
     assert tracking.file_md5(file) == hashlib.md5(b"abc" * 1000).hexdigest()
+
+
+def test_calls_are_retried_while_the_sqlite_store_is_locked(monkeypatch):
+    from pipeline import tracking
+
+    monkeypatch.setattr(tracking, "LOCK_RETRY_SECONDS", (0.0, 0.0, 0.0))
+    calls = []
+
+    class Store:
+        def log_batch(self, run_id):
+            calls.append(run_id)
+            if len(calls) < 3:
+                raise RuntimeError("(sqlite3.OperationalError) database is locked")
+            return "logged"
+
+        def broken(self):
+            raise ValueError("something else")
+
+    client = tracking.RetryLocked(Store())
+    assert client.log_batch("run") == "logged" and len(calls) == 3
+    with pytest.raises(ValueError, match="something else"):
+        client.broken()

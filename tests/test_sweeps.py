@@ -1,0 +1,71 @@
+"""Sweeps with the conf/hydra presets: parallel jobs (joblib) against one MLflow store, and an
+Optuna search, on the real digits data in a temporary copy of the project."""
+
+import pytest
+
+from tests.project import ProjectCopy
+
+pytestmark = pytest.mark.e2e
+
+TINY = ("model.widths=[8,16]", "train.epochs=3")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> ProjectCopy:
+    copy = ProjectCopy.create(tmp_path_factory.mktemp("sweeps"))
+    copy.compose(*TINY)
+    copy.run("dvc", "repro", "normalize-stats")
+    return copy
+
+
+def store(project: ProjectCopy):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("stagewise").experiment_id
+
+
+def sweep_runs(project: ProjectCopy, overrides: str):
+    """The parent run of the sweep with these overrides, and its children."""
+    client, experiment = store(project)
+    (parent,) = client.search_runs([experiment], f"tags.`sweep.overrides` = '{overrides}'")
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return parent, children
+
+
+def test_four_parallel_jobs_lose_no_run_or_metric(project):
+    lrs = "train.lr=0.001,0.002,0.004,0.008"
+    project.run("python", "-m", "stages.train", "-m", "hydra/launcher=parallel", lrs)
+    parent, children = sweep_runs(project, f"hydra/launcher=parallel {lrs}")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs"] == 4
+    assert sorted(c.data.params["train.lr"] for c in children) == [
+        "0.001",
+        "0.002",
+        "0.004",
+        "0.008",
+    ]
+    client, _ = store(project)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "valid_loss")]
+        assert sorted(steps) == [1, 2, 3]
+    assert parent.data.tags["sweep.best_run_id"] in {c.info.run_id for c in children}
+
+
+def test_optuna_finds_a_config_at_least_as_good_as_the_default(project):
+    client, experiment = store(project)
+    project.run("python", "-m", "stages.train")  # the default config, for reference
+    (default,) = client.search_runs([experiment], "tags.`sweep.overrides` IS NULL",
+                                    order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
+    result = project.run("python", "-m", "stages.train", "-m", "hydra/sweeper=stagewise_optuna",
+                         "hydra.sweeper.n_trials=6")  # fmt: skip
+    parent, children = sweep_runs(
+        project, "hydra/sweeper=stagewise_optuna hydra.sweeper.n_trials=6"
+    )
+    assert len(children) == 6 and len({c.data.params["train.lr"] for c in children}) == 6
+    best = min(c.data.metrics["valid_error_rate"] for c in children)
+    print(f"\ndefault valid error {default.data.metrics['valid_error_rate']:.4f}, "
+          f"best of 6 Optuna trials {best:.4f}")  # fmt: skip
+    assert best <= default.data.metrics["valid_error_rate"]
+    assert parent.data.metrics["best_valid_error_rate"] == best
+    assert "Best parameters" in result.stdout + result.stderr
