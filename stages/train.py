@@ -34,15 +34,18 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
     identity = training_identity(cfg, tags)
     resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
-    with tracking.training_run(
-        paths, asdict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
-    ) as run_id:
+    with (
+        tracking.training_run(
+            paths, asdict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
+        ) as run_id,
+        tracking.MetricBuffer(paths, run_id) as epochs,
+    ):
         if not resume:
             tracking.log_split_inputs(paths, run_id, {"train": "training", "valid": "validation"})
         state = fit(
             learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
             pretrained=bool(cfg.model.weights),
-            callbacks=callbacks(cfg, paths, run_id, Checkpoint(out.checkpoint, identity, run_id)),
+            callbacks=callbacks(cfg, paths, run_id, epochs, Checkpoint(out.checkpoint, identity, run_id)),
             resume=resume,
         )  # fmt: skip
         files = ModelFiles(out.model_dir)
@@ -72,14 +75,12 @@ def objective(result: EpochResult, metric: str) -> float:
 
 
 def callbacks(
-    cfg: Config, paths: Paths, run_id: str, checkpoint: Checkpoint
+    cfg: Config, paths: Paths, run_id: str, epochs: tracking.MetricBuffer, checkpoint: Checkpoint
 ) -> tuple[Callback, ...]:
     """Report each epoch to MLflow, then the optional parts, and checkpoint last."""
     stopping = cfg.train.early_stopping
     chosen: list[Callback] = [
-        ReportEpoch(
-            lambda r: tracking.log_metrics(paths, run_id, r.metrics(), r.epoch, wait=False)
-        ),
+        ReportEpoch(lambda r: epochs.log(r.metrics(), r.epoch)),
         OverfitWatch(
             cfg.train.overfit_patience,
             lambda epoch: tracking.set_tags(
