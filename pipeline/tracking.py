@@ -184,10 +184,12 @@ def training_run(
     else:
         run_id = create_run(mlflow_client, paths, config, tags, run_name)
     monitor = None
-    if config["tracking"].get("system_metrics"):
-        monitor = system_monitor(run_id, paths, resumed=bool(resume_run_id))
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
+        if not resume_run_id:
+            log_config(mlflow_client, run_id, config)
+        if config["tracking"].get("system_metrics"):
+            monitor = system_monitor(run_id, paths, resumed=bool(resume_run_id))
         yield run_id
         status = RunStatus.to_string(RunStatus.FINISHED)
     except (KeyboardInterrupt, SystemExit):
@@ -213,16 +215,15 @@ def create_run(
     all_tags = {**source_tags("stages.train"), **git_tags(PROJECT_ROOT), **tags}
     if parent := os.environ.get(SWEEP_RUN_ENV):
         all_tags["mlflow.parentRunId"] = parent
-    run_id = mlflow_client.create_run(exp, run_name=run_name, tags=all_tags).info.run_id
-    try:
-        params = [Param(k, v) for k, v in flatten(config).items()]
-        for start in range(0, len(params), 100):  # MLflow accepts at most 100 params a call
-            mlflow_client.log_batch(run_id, params=params[start : start + 100])
-        mlflow_client.log_dict(run_id, config, "config.yaml")  # the resolved config, as a file
-    except Exception:
-        mlflow_client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
-    return run_id
+    return mlflow_client.create_run(exp, run_name=run_name, tags=all_tags).info.run_id
+
+
+def log_config(mlflow_client: MlflowClient, run_id: str, config: dict) -> None:
+    """The flattened config as params, and the resolved config as a file."""
+    params = [Param(k, v) for k, v in flatten(config).items()]
+    for start in range(0, len(params), 100):  # MLflow accepts at most 100 params a call
+        mlflow_client.log_batch(run_id, params=params[start : start + 100])
+    mlflow_client.log_dict(run_id, config, "config.yaml")
 
 
 def reopen_run(mlflow_client: MlflowClient, paths: Paths, run_id: str) -> str:
@@ -254,6 +255,10 @@ def log_metrics(paths: Paths, run_id: str, metrics: dict[str, float], step: int 
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
     client(paths).log_batch(run_id, metrics=batch)
+
+
+def logged_steps(paths: Paths, run_id: str, metric: str) -> set[int]:
+    return {m.step for m in client(paths).get_metric_history(run_id, metric)}
 
 
 class MetricBuffer:

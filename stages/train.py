@@ -40,7 +40,9 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
         ) as run_id,
         tracking.MetricBuffer(paths, run_id) as epochs,
     ):
-        if not resume:
+        if resume:
+            relog_lost_epochs(paths, run_id, resume["history"], epochs)
+        else:
             tracking.log_split_inputs(paths, run_id, {"train": "training", "valid": "validation"})
         state = fit(
             learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
@@ -93,6 +95,17 @@ def callbacks(
     if stopping.patience:
         chosen.append(EarlyStopping(stopping.monitor, stopping.patience))
     return (*chosen, checkpoint)
+
+
+def relog_lost_epochs(
+    paths: Paths, run_id: str, history: list[dict], epochs: tracking.MetricBuffer
+) -> None:
+    """Epochs the checkpoint holds but the run lacks: a killed process takes its unwritten
+    metric buffer with it."""
+    logged = tracking.logged_steps(paths, run_id, "valid_loss")
+    for row in history:
+        if row["epoch"] not in logged:
+            epochs.log(EpochResult(**row).metrics(), row["epoch"])
 
 
 def training_identity(cfg: Config, data: dict[str, str]) -> str:

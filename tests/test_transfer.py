@@ -58,7 +58,9 @@ def pretrained(tmp_path_factory) -> tuple[Paths, str]:
     paths = Paths(tmp / "project")
     cfg = prepare(paths, f"data.root={write_digits(tmp / 'digits04', PRETRAIN, None)}",
                   "train.epochs=20", "split=random")  # fmt: skip
-    train.run(cfg, paths)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store
+        train.run(cfg, paths)
     return paths, read_json(ModelFiles(paths.model_dir).run, "train")["run_id"]
 
 
