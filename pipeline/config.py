@@ -104,6 +104,7 @@ class EvalConfig:
     allow_test_sweep: bool
     register_as: str | None
     register_min_accuracy: float
+    tta: int = 0
 
 
 @dataclass

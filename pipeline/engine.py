@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -350,15 +351,23 @@ def training_step(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, normalizer: Normalizer, batch_size: int
+    model: nn.Module,
+    images: torch.Tensor,
+    normalizer: Normalizer,
+    batch_size: int,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Logits (float32, on the CPU) for N x H x W x C uint8 images, copied to the device per batch."""
+    """Logits (float32, on the CPU) for N x H x W x C uint8 images, copied to the device per
+    batch; transform (e.g. test-time augmentation) sees each float batch before normalizing."""
     model.eval()
     device = normalizer.mean.device
     outputs = []
     for start in range(0, len(images), batch_size):
+        x = to_float(images[start : start + batch_size].to(device, non_blocking=True))
+        if transform is not None:
+            x = transform(x)
         with autocast(device):
-            outputs.append(model(normalizer(images[start : start + batch_size])).float())
+            outputs.append(model(normalize(x, normalizer.mean, normalizer.std)).float())
     return torch.cat(outputs).cpu() if outputs else torch.empty(0)
 
 

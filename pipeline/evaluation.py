@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import EvalConfig
+from pipeline.config import AugmentConfig, EvalConfig
 from pipeline.engine import select_device
-from pipeline.inference import Classifier
+from pipeline.inference import TTA, Classifier
 from pipeline.metrics import classification_metrics, image_losses, probability_metrics
 from pipeline.paths import ModelFiles, Paths
 from pipeline.split import SplitImages, load_split_images
@@ -33,10 +33,15 @@ class Scored:
         return self.proba.argmax(axis=1)
 
 
-def score_split(paths: Paths, split: str, cfg: EvalConfig) -> Scored:
+def score_split(
+    paths: Paths, split: str, cfg: EvalConfig, augment: AugmentConfig | None = None
+) -> Scored:
+    """Predictions and metrics on a split; with eval.tta > 0 passes of test-time augmentation
+    (the training augmentation, given as augment)."""
     classifier = Classifier.load(ModelFiles(paths.model_dir), device=str(select_device("auto")))
     data = load_split_images(paths, split)
-    proba = classifier.predict_proba(data.images, cfg.batch_size)
+    tta = TTA(augment, cfg.tta) if cfg.tta and augment is not None else None
+    proba = classifier.predict_proba(data.images, cfg.batch_size, tta)
     metrics = classification_metrics(data.targets, proba.argmax(axis=1), data.classes)
     metrics.update(probability_metrics(proba, data.targets, cfg.top_k))
     return Scored(split, data, proba, metrics)

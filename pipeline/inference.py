@@ -12,10 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import AugmentConfig
 from pipeline.engine import Normalizer, predict_logits, prepare_model
 from pipeline.errors import StagewiseError
 from pipeline.models import ModelSpec, load_model
 from pipeline.paths import ModelFiles
+from pipeline.transforms import augment
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation: n augmented passes (the training augmentation), averaged and
+    blended with the plain prediction, which keeps weight beta (fastai's defaults: 4, 0.25)."""
+
+    augment: AugmentConfig
+    n: int = 4
+    beta: float = 0.25
+    seed: int = 0
 
 
 @dataclass
@@ -58,11 +71,24 @@ class Classifier:
             batch = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return batch
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Class probabilities, N x len(classes), in the order of spec.classes."""
+    def predict_proba(
+        self, images: np.ndarray, batch_size: int = 512, tta: TTA | None = None
+    ) -> np.ndarray:
+        """Class probabilities, N x len(classes), in the order of spec.classes; with tta,
+        blended with the mean over augmented copies as fastai's tta does."""
+        batch = self.as_batch(images)
         normalizer = Normalizer.create(self.spec.mean, self.spec.std, self.device)
-        logits = predict_logits(self.model, self.as_batch(images), normalizer, batch_size)
-        return torch.softmax(logits, dim=1).numpy()
+
+        def proba(transform=None) -> torch.Tensor:
+            logits = predict_logits(self.model, batch, normalizer, batch_size, transform)
+            return torch.softmax(logits, dim=1)
+
+        plain = proba()
+        if tta is None or tta.n < 1:
+            return plain.numpy()
+        generator = torch.Generator(device=self.device).manual_seed(tta.seed)
+        augmented = [proba(lambda x: augment(x, tta.augment, generator)) for _ in range(tta.n)]
+        return torch.lerp(torch.stack(augmented).mean(dim=0), plain, tta.beta).numpy()
 
     def predict_frame(self, images: np.ndarray) -> pd.DataFrame:
         """label, its probability, and one probability column per class."""

@@ -27,7 +27,7 @@ log = logging.getLogger("stagewise")
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
     run = tracking.trained_run(paths)
-    scored = score_split(paths, "valid", cfg.eval)
+    scored = score_split(paths, "valid", cfg.eval, cfg.train.augment)
     worst = top_losses(scored, cfg.eval.top_losses)
     confused = most_confused(scored.actual, scored.predicted, scored.classes)
     write_json(paths.valid_metrics, headline(scored.metrics))

@@ -23,7 +23,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     run_id = (run_info := tracking.trained_run(paths))["run_id"]
     if paths.home != paths.root and not cfg.eval.allow_test_sweep:
         return seal(paths, run_id)
-    scored = score_split(paths, "test", cfg.eval)
+    scored = score_split(paths, "test", cfg.eval, cfg.train.augment)
     test_digest = read_json(paths.split_report, "split")["splits"]["test"]["digest"]
     ledger = (
         read_json(paths.holdout_ledger, "test-holdout") if paths.holdout_ledger.exists() else []

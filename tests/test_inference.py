@@ -47,3 +47,25 @@ def test_malformed_input_is_a_clear_error(classifier, bad):
 def test_grey_to_rgb_and_back():
     grey = torch.tensor([[[[10], [250]]]], dtype=torch.uint8)
     assert torch.equal(to_channels(to_channels(grey, 3), 1), grey)
+
+
+def test_test_time_augmentation_blends_augmented_passes_with_the_plain_prediction(classifier):
+    from dataclasses import replace
+
+    from pipeline.inference import TTA
+    from tests.conftest import compose_config
+
+    images = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    augment = compose_config().train.augment
+    plain = classifier.predict_proba(images)
+    with_tta = classifier.predict_proba(images, tta=TTA(augment, n=3))
+    assert with_tta.shape == plain.shape and np.allclose(with_tta.sum(axis=1), 1, atol=1e-5)
+    assert not np.allclose(with_tta, plain)
+    np.testing.assert_array_equal(with_tta, classifier.predict_proba(images, tta=TTA(augment, 3)))
+    still = replace(
+        augment, rotate=0.0, translate=0.0, scale=0.0
+    )  # augmentation that changes nothing
+    np.testing.assert_allclose(
+        classifier.predict_proba(images, tta=TTA(still, 2)), plain, atol=1e-6
+    )
+    np.testing.assert_array_equal(classifier.predict_proba(images, tta=TTA(augment, 0)), plain)
