@@ -460,6 +460,14 @@ def test_queued_experiments_land_in_the_main_mlflow_store_with_the_test_split_se
     assert len(project.json("data/holdout_ledger.json")) == ledger_before
     shown = project.run("dvc", "exp", "show", "--csv").stdout
     assert "sealed" in shown.splitlines()[0].split(",")  # unambiguous: shown without its file
+    # The winner on valid error, applied to the workspace, is reproduced: nothing to rerun.
+    best = min(by_lr.values(), key=lambda r: r.data.metrics["valid_error_rate"])
+    project.run("dvc", "exp", "apply", best.data.tags["dvc.exp_name"])
+    assert "lr: " + best.data.params["train.lr"] in (project.root / "params.yaml").read_text()
+    assert ran_stages(project.run("dvc", "repro").stdout) == []
+    assert project.json("metrics/valid.json")["error_rate"] == pytest.approx(
+        best.data.metrics["valid_error_rate"]
+    )
 
 
 def test_a_fresh_run_gives_identical_data_hashes_and_metrics(first_results, tmp_path):
