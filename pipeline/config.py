@@ -5,6 +5,8 @@ exist and what type each has, so a mistyped or unknown key fails before any work
 Fields without a default must be present in params.yaml.
 """
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 
 
@@ -149,3 +151,10 @@ def defining_config(cfg: Config) -> dict:
     defining = {k: v for k, v in asdict(cfg).items() if k in DEFINING}
     defining["train"] = {k: v for k, v in defining["train"].items() if k not in HOW_TO_RUN}
     return defining
+
+
+def config_digest(cfg: Config, **extra: object) -> str:
+    """Digest of what defines the model (and of extra, e.g. the data's hashes); evaluation,
+    prediction and tracking settings and how training was run (device, resume) do not count."""
+    text = json.dumps({**defining_config(cfg), **extra}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

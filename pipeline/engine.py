@@ -85,10 +85,17 @@ class Normalizer:
         std_t = torch.tensor(std, dtype=torch.float32).clamp_min(1e-6)
         return cls(torch.tensor(mean, dtype=torch.float32, device=device), std_t.to(device))
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return normalize(
-            to_float(batch.to(self.mean.device, non_blocking=True)), self.mean, self.std
-        )
+    def __call__(
+        self,
+        batch: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The model's input for a uint8 batch; transform (augmentation) sees the float batch
+        in [0, 1] before it is normalized."""
+        x = to_float(batch.to(self.mean.device, non_blocking=True))
+        if transform is not None:
+            x = transform(x)
+        return normalize(x, self.mean, self.std)
 
 
 @dataclass(frozen=True)
@@ -341,10 +348,10 @@ def training_step(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """The loss of one augmented, normalized batch."""
-    x = to_float(images)
+    augmentation = None
     if not is_identity(cfg.augment):
-        x = augment(x, cfg.augment, generator)
-    x = normalize(x, normalizer.mean, normalizer.std)
+        augmentation = lambda x: augment(x, cfg.augment, generator)  # noqa: E731
+    x = normalizer(images, augmentation)
     with autocast(images.device):
         return F.cross_entropy(net(x), targets, label_smoothing=cfg.label_smoothing)
 
@@ -363,11 +370,9 @@ def predict_logits(
     device = normalizer.mean.device
     outputs = []
     for start in range(0, len(images), batch_size):
-        x = to_float(images[start : start + batch_size].to(device, non_blocking=True))
-        if transform is not None:
-            x = transform(x)
+        x = normalizer(images[start : start + batch_size], transform)
         with autocast(device):
-            outputs.append(model(normalize(x, normalizer.mean, normalizer.std)).float())
+            outputs.append(model(x).float())
     return torch.cat(outputs).cpu() if outputs else torch.empty(0)
 
 

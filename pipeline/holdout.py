@@ -6,12 +6,10 @@ allowed, but it is recorded (data/holdout_ledger.json, tracked in git, and the M
 and warned about loudly.
 """
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from pipeline.config import Config, defining_config
+from pipeline.config import Config, config_digest
 
 
 @dataclass(frozen=True)
@@ -20,13 +18,6 @@ class Evaluation:
     config_digest: str  # which model configuration (data, split, model, training, seed)
     run_id: str
     time: str
-
-
-def config_digest(cfg: Config) -> str:
-    """Digest of what defines the model; evaluation, prediction and tracking settings and
-    how training was run (device, resume) do not count."""
-    text = json.dumps(defining_config(cfg), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def new_evaluation(test_digest: str, cfg: Config, run_id: str) -> Evaluation:

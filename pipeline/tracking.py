@@ -250,11 +250,21 @@ def system_monitor(run_id: str, paths: Paths, resumed: bool) -> Any:
     return monitor
 
 
+def at_step(metrics: dict[str, float], step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+
+def log_metric_list(paths: Paths, run_id: str, metrics: list[Metric]) -> None:
+    """Batched calls of at most 1000 metrics, MLflow's limit per call."""
+    mlflow_client = client(paths)
+    for start in range(0, len(metrics), 1000):
+        mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
 def log_metrics(paths: Paths, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     """One batched call for all metrics of a step."""
-    now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-    client(paths).log_batch(run_id, metrics=batch)
+    log_metric_list(paths, run_id, at_step(metrics, step))
 
 
 def logged_steps(paths: Paths, run_id: str, metric: str) -> set[int]:
@@ -272,15 +282,12 @@ class MetricBuffer:
         self.last_write = time.monotonic()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.pending += at_step(metrics, step)
         if time.monotonic() - self.last_write >= self.interval:
             self.flush()
 
     def flush(self) -> None:
-        mlflow_client = client(self.paths)
-        for start in range(0, len(self.pending), 1000):  # MLflow's limit per call
-            mlflow_client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
+        log_metric_list(self.paths, self.run_id, self.pending)
         self.pending = []
         self.last_write = time.monotonic()
 
@@ -292,16 +299,14 @@ class MetricBuffer:
 
 
 def log_series(paths: Paths, run_id: str, series: dict[str, list[float]]) -> None:
-    """Whole metric curves (value i at step i), in batched calls of at most 1000 metrics."""
+    """Whole metric curves: value i of each at step i."""
     now = int(time.time() * 1000)
     batch = [
         Metric(name, float(value), now, step)
         for name, values in series.items()
         for step, value in enumerate(values)
     ]
-    mlflow_client = client(paths)
-    for start in range(0, len(batch), 1000):
-        mlflow_client.log_batch(run_id, metrics=batch[start : start + 1000])
+    log_metric_list(paths, run_id, batch)
 
 
 def set_tags(paths: Paths, run_id: str, tags: dict[str, Any]) -> None:

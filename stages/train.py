@@ -4,15 +4,13 @@ In a Hydra multirun each job writes its model, metrics and checkpoint into its o
 folder, so a sweep never overwrites the pipeline's tracked outputs.
 """
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict
 
 from pipeline import tracking
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import Config, defining_config
+from pipeline.config import Config, config_digest
 from pipeline.engine import MONITORS, Callback, EpochResult, fit, overfit_one_batch
 from pipeline.errors import StagewiseError
 from pipeline.io import write_csv, write_json
@@ -31,7 +29,7 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
     if cfg.train.overfit_one_batch:
         return sanity_check(cfg, learner)
     tags = {"stage": "train", **tracking.environment_tags(str(learner.device)), **data_tags(paths)}
-    identity = training_identity(cfg, tags)
+    identity = config_digest(cfg, data=tags)  # a checkpoint resumes only the same training
     resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
     with (
@@ -106,12 +104,6 @@ def relog_lost_epochs(
     for row in history:
         if row["epoch"] not in logged:
             epochs.log(EpochResult(**row).metrics(), row["epoch"])
-
-
-def training_identity(cfg: Config, data: dict[str, str]) -> str:
-    """What a checkpoint must match to be resumed: the defining config and the data."""
-    text = json.dumps({"config": defining_config(cfg), "data": data}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def sanity_check(cfg: Config, learner: Learner) -> None:
