@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import tracking  # noqa: E402
 from pipeline.paths import Paths  # noqa: E402
+from pipeline.tracking.store import open_store  # noqa: E402
 
 LRS = ["0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008"]
 
@@ -28,7 +28,7 @@ def main() -> None:
         cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
     wall = time.perf_counter() - start
-    client = tracking.client(Paths())
+    client = open_store(Paths()).client
     experiment = client.get_experiment_by_name("stagewise")
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`sweep.overrides` != ''",
                                    order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip

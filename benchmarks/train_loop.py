@@ -4,7 +4,7 @@ Same model, data, batch size, optimizer and one-cycle schedule, no augmentation,
 process, alternating the variants so machine noise hits them alike:
   hand     - a bare loop: shuffle, normalize, forward, cross-entropy, backward, step; and an
              evaluation of the valid split after each epoch, as fit does.
-  fit      - pipeline.engine.fit with no callbacks.
+  fit      - pipeline.loop.fit with no callbacks.
   fit+log  - fit with the train stage's callbacks: per-epoch metrics to a real MLflow store,
              the overfitting watch, and the per-epoch checkpoint.
 Prints training images/s of each, the ratios (goal fit/hand >= 0.95) and the MLflow logging
@@ -28,20 +28,15 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pipeline import tracking  # noqa: E402
 from pipeline.callbacks import Checkpoint, OverfitWatch, ReportEpoch  # noqa: E402
-from pipeline.engine import (  # noqa: E402
-    Batches,
-    Normalizer,
-    autocast,
-    fit,
-    prepare_model,
-    select_device,
-    steps_per_epoch,
-)
+from pipeline.device import Batches, autocast, prepare_model, select_device  # noqa: E402
+from pipeline.loop import fit, steps_per_epoch  # noqa: E402
 from pipeline.models import ModelSpec, build_model  # noqa: E402
 from pipeline.paths import Paths  # noqa: E402
+from pipeline.preprocess import Normalizer  # noqa: E402
 from pipeline.split import load_split_images  # noqa: E402
+from pipeline.tracking.runs import MetricBuffer, Run  # noqa: E402
+from pipeline.tracking.store import open_store  # noqa: E402
 from stages import ingest, normalize_stats, split  # noqa: E402
 from tests.conftest import compose_config  # noqa: E402
 
@@ -122,19 +117,21 @@ def main() -> None:
         tcfg = replace(cfg.train, epochs=args.epochs, augment=no_aug)
         classes = train_split.classes
         mlflow_paths = Paths(Path(tmp) / "store")
-        store = tracking.client(mlflow_paths)
-        exp = tracking.experiment_id(store, "benchmark", mlflow_paths)
-
-        runs = iter([store.create_run(exp).info.run_id for _ in range(3 * (args.repeats + 1))])
+        store = open_store(mlflow_paths)
+        exp = store.experiment_id("benchmark")
+        runs = iter(
+            [
+                Run(store, store.client.create_run(exp).info.run_id)
+                for _ in range(3 * (args.repeats + 1))
+            ]
+        )
 
         def logged_fit(per_epoch_write: bool, *extra) -> None:
             """fit with the train stage's callbacks; its run is made beforehand, as train's is."""
-            run_id = next(runs)
-            with tracking.MetricBuffer(mlflow_paths, run_id) as buffer:
+            run = next(runs)
+            with MetricBuffer(run) as buffer:
                 if per_epoch_write:
-                    report = ReportEpoch(
-                        lambda r: tracking.log_metrics(mlflow_paths, run_id, r.metrics(), r.epoch)
-                    )
+                    report = ReportEpoch(lambda r: run.log_metrics(r.metrics(), r.epoch))
                 else:
                     report = ReportEpoch(lambda r: buffer.log(r.metrics(), r.epoch))
                 callbacks = (report, OverfitWatch(3, lambda epoch: None), *extra)

@@ -7,19 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.checkpoint import rng_state, save_checkpoint
-from pipeline.engine import Callback, EpochResult, FitState
+from pipeline.direction import improved
+from pipeline.loop import Callback, EpochResult, FitState
 
 log = logging.getLogger(__name__)
-
-
-def higher_is_better(monitor: str) -> bool:
-    return "accuracy" in monitor
-
-
-def improved(value: float, best: float | None, monitor: str) -> bool:
-    if best is None:
-        return True
-    return value > best if higher_is_better(monitor) else value < best
 
 
 def epochs_since_best(history: list[EpochResult], monitor: str) -> int:

@@ -3,8 +3,10 @@ that differ between them, and a plot of the metric against each of those params.
 
 import pandas as pd
 
+from pipeline.direction import higher_is_better
 
-def runs_table(runs: list[dict], metric: str, lower_is_better: bool = True) -> pd.DataFrame:
+
+def runs_table(runs: list[dict], metric: str) -> pd.DataFrame:
     """runs: [{"run_id", "status", "params": {...}, "metrics": {...}}] -> one row per run,
     sorted by metric (runs without it last), with the params whose values differ."""
     params = pd.DataFrame([r["params"] for r in runs])
@@ -18,7 +20,7 @@ def runs_table(runs: list[dict], metric: str, lower_is_better: bool = True) -> p
     )
     table = pd.concat([table, params[differing].reset_index(drop=True)], axis=1)
     return table.sort_values(
-        metric, ascending=lower_is_better, na_position="last", ignore_index=True
+        metric, ascending=not higher_is_better(metric), na_position="last", ignore_index=True
     )
 
 

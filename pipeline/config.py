@@ -120,7 +120,6 @@ class PredictConfig:
 class CompareConfig:
     sweep: str | None
     metric: str
-    lower_is_better: bool
 
 
 @dataclass

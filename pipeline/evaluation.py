@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import AugmentConfig, EvalConfig
-from pipeline.engine import select_device
+from pipeline.device import select_device
 from pipeline.inference import TTA, Classifier
 from pipeline.metrics import classification_metrics, image_losses, probability_metrics
 from pipeline.paths import ModelFiles, Paths

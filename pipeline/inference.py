@@ -4,6 +4,7 @@ Used by evaluate, test-holdout and the packaged MLflow model alike, so predictio
 whichever way the model is called.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,11 +14,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import AugmentConfig
-from pipeline.engine import Normalizer, predict_logits, prepare_model
+from pipeline.device import autocast, prepare_model
 from pipeline.errors import StagewiseError
 from pipeline.models import ModelSpec, load_model
 from pipeline.paths import ModelFiles
+from pipeline.preprocess import Normalizer
 from pipeline.transforms import augment
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    normalizer: Normalizer,
+    batch_size: int,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Logits (float32, on the CPU) for N x H x W x C uint8 images, copied to the device per
+    batch; transform (e.g. test-time augmentation) sees each float batch before normalizing."""
+    model.eval()
+    device = normalizer.mean.device
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = normalizer(images[start : start + batch_size], transform)
+        with autocast(device):
+            outputs.append(model(x).float())
+    return torch.cat(outputs).cpu() if outputs else torch.empty(0)
 
 
 @dataclass(frozen=True)

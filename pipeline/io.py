@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -46,6 +47,15 @@ def read_json(path: Path, produced_by: str) -> Any:
         raise StagewiseError(
             f"{path} is not valid JSON ({e}); rerun `dvc repro {produced_by}`"
         ) from None
+
+
+def file_md5(path: Path) -> str:
+    """The hash DVC records for a file output, so a run can be matched to dvc.lock."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:

@@ -5,19 +5,19 @@ Shared by train and lr-find, so the learning rate is found for the model that is
 """
 
 import logging
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pipeline import tracking
 from pipeline.config import Config
-from pipeline.engine import Batches, Normalizer, prepare_model, seed_everything, select_device
-from pipeline.io import read_json
+from pipeline.device import Batches, prepare_model, seed_everything, select_device
+from pipeline.io import file_md5, read_json
 from pipeline.models import ModelSpec, build_model
-from pipeline.paths import Paths
+from pipeline.paths import ModelFiles, Paths
+from pipeline.preprocess import Normalizer
 from pipeline.split import SplitImages, load_split_images
 from pipeline.weights import pretrained_state, transfer
 
@@ -39,7 +39,12 @@ class Learner:
         return self.valid.images[:4].cpu()
 
 
-def create_learner(cfg: Config, paths: Paths) -> Learner:
+# Fetches the model files of an earlier MLflow run (model.weights=runs:/<id>) into a folder;
+# the stage passes tracking's, so the learner needs no tracking code.
+RunModelFetcher = Callable[[str, Path], ModelFiles]
+
+
+def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) -> Learner:
     stats = read_json(paths.normalize, "normalize-stats")
     train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
     device = select_device(cfg.train.device)
@@ -47,7 +52,7 @@ def create_learner(cfg: Config, paths: Paths) -> Learner:
     spec = model_spec(cfg, train, stats)
     model = build_model(spec)
     if cfg.model.weights:
-        load_pretrained(model, cfg.model.weights, spec.arch, paths)
+        load_pretrained(model, cfg.model.weights, spec.arch, paths.home, fetch_run_model)
     return Learner(
         prepare_model(model, device),
         spec,
@@ -68,14 +73,15 @@ def model_spec(cfg: Config, train: SplitImages, stats: dict) -> ModelSpec:
     )  # fmt: skip
 
 
-def load_pretrained(model: nn.Module, source: str, arch: str, paths: Paths) -> None:
+def load_pretrained(
+    model: nn.Module, source: str, arch: str, home: Path, fetch_run_model: RunModelFetcher
+) -> None:
     """Pretrained weights into every layer but the new head."""
+    import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         state = pretrained_state(
-            source,
-            arch,
-            paths.home,
-            lambda run_id: tracking.run_model_files(paths, run_id, Path(tmp)),
+            source, arch, home, lambda run_id: fetch_run_model(run_id, Path(tmp))
         )
     done = transfer(model, state, source)
     adapted = f"; adapted {', '.join(done.adapted)} to the input channels" if done.adapted else ""
@@ -91,6 +97,6 @@ def load_pretrained(model: nn.Module, source: str, arch: str, paths: Paths) -> N
 def data_tags(paths: Paths) -> dict[str, str]:
     """DVC-style md5 of the data a model is fitted on, to match its run to dvc.lock."""
     return {
-        f"dvc.md5.{path.relative_to(paths.root).as_posix()}": tracking.file_md5(path)
+        f"dvc.md5.{path.relative_to(paths.root).as_posix()}": file_md5(path)
         for path in (paths.manifest, paths.split, paths.normalize)
     }

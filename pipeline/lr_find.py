@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainConfig
-from pipeline.engine import Batches, Normalizer, steps_per_epoch, training_step
+from pipeline.device import Batches
 from pipeline.fine_tune import layer_groups, set_frozen
+from pipeline.loop import steps_per_epoch, training_step
+from pipeline.preprocess import Normalizer
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 import numpy as np
 
-from pipeline.metrics import confusion_matrix
-
 
 def pyplot():
     import matplotlib
@@ -14,10 +12,10 @@ def pyplot():
     return plt
 
 
-def confusion_figure(actual: np.ndarray, predicted: np.ndarray, classes: list[str], title: str):
-    """A matplotlib figure of the confusion matrix with counts in the cells."""
+def confusion_figure(counts: np.ndarray, classes: list[str], title: str):
+    """A matplotlib figure of a confusion matrix (counts[actual, predicted]) with the counts
+    in the cells."""
     plt = pyplot()
-    counts = confusion_matrix(actual, predicted, len(classes))
     size = max(4.0, 0.45 * len(classes) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
     axes.imshow(counts, cmap="Blues")

@@ -1,8 +1,7 @@
-"""Batch transforms applied on the training device: uint8 images -> normalized float input.
+"""Random augmentations of a float batch (N x C x H x W in [0, 1]) on the training device.
 
-Defined once and shared by training, evaluation and the packaged model, so every consumer
-sees images exactly as the model was trained on them. Batches arrive as N x H x W x C uint8;
-permuting them to N x C x H x W gives channels_last strides for free.
+Used by training and by test-time augmentation; the deterministic uint8 -> model input step
+lives in pipeline/preprocess.py.
 """
 
 import math
@@ -11,16 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import AugmentConfig
-
-
-def to_float(batch: torch.Tensor) -> torch.Tensor:
-    """N x H x W x C uint8 -> N x C x H x W float32 in [0, 1], channels_last in memory."""
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / std per channel; mean and std are 1-D tensors of length C in [0, 1] units."""
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

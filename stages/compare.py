@@ -10,12 +10,14 @@ parent run.
 
 import logging
 
-from pipeline import tracking
 from pipeline.compare import metric_figure, runs_table
 from pipeline.config import Config
 from pipeline.errors import StagewiseError
 from pipeline.io import atomic_write
 from pipeline.paths import PROJECT_ROOT, Paths
+from pipeline.tracking.runs import Run
+from pipeline.tracking.store import open_store
+from pipeline.tracking.sweeps import runs_of
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
@@ -23,12 +25,12 @@ log = logging.getLogger("stagewise")
 
 def run(cfg: Config, paths: Paths = Paths()) -> str:
     sweep, metric = cfg.compare.sweep, cfg.compare.metric
-    runs = tracking.runs_of(paths, cfg.tracking.experiment, sweep)
+    runs = runs_of(paths, cfg.tracking.experiment, sweep)
     if not runs:
         raise StagewiseError(
             f"no runs found for {'sweep ' + sweep if sweep else cfg.tracking.experiment}"
         )
-    table = runs_table(runs, metric, cfg.compare.lower_is_better)
+    table = runs_table(runs, metric)
     name = sweep or cfg.tracking.experiment
     out = PROJECT_ROOT / "comparison" / name
     atomic_write(out.with_suffix(".csv"), lambda tmp: table.to_csv(tmp, index=False))
@@ -38,8 +40,9 @@ def run(cfg: Config, paths: Paths = Paths()) -> str:
     figure = metric_figure(table, metric)
     figure.savefig(out.with_suffix(".png"), dpi=100)
     if sweep:
+        parent = Run(open_store(paths), sweep)
         for suffix in (".csv", ".md", ".png"):
-            tracking.log_artifact(paths, sweep, out.with_suffix(suffix), "comparison")
+            parent.log_artifact(out.with_suffix(suffix), "comparison")
     log.info("%d run(s), best first by %s:\n%s", len(table), metric, table.to_markdown(index=False))
     return str(out)
 

@@ -6,7 +6,6 @@ fastai's interpretation: the top losses (table + image grid) and the most confus
 
 import logging
 
-from pipeline import tracking
 from pipeline.config import Config
 from pipeline.evaluation import (
     describe,
@@ -17,16 +16,17 @@ from pipeline.evaluation import (
     top_losses,
 )
 from pipeline.io import write_csv, write_json
-from pipeline.metrics import confusion_rows, most_confused
+from pipeline.metrics import confusion_matrix, confusion_rows, most_confused
 from pipeline.paths import Paths
 from pipeline.plots import confusion_figure, top_losses_figure
+from pipeline.tracking.runs import trained_run
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
-    run = tracking.trained_run(paths)
+    run, info = trained_run(paths)
     scored = score_split(paths, "valid", cfg.eval, cfg.train.augment)
     worst = top_losses(scored, cfg.eval.top_losses)
     confused = most_confused(scored.actual, scored.predicted, scored.classes)
@@ -39,17 +39,19 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
         paths.valid_top_losses, [{k: v for k, v in row.items() if k != "index"} for row in worst]
     )
     write_csv(paths.valid_most_confused, confused, columns=["actual", "predicted", "count"])
-    tracking.log_metrics(paths, run["run_id"], mlflow_metrics(scored), run["epochs"])
+    run.log_metrics(mlflow_metrics(scored), info["epochs"])
     figures = {
         "valid/confusion_matrix.png": confusion_figure(
-            scored.actual, scored.predicted, scored.classes, "valid"
+            confusion_matrix(scored.actual, scored.predicted, len(scored.classes)),
+            scored.classes,
+            "valid",
         ),
         "valid/top_losses.png": top_losses_figure(scored.data.images, worst),
     }
     for name, figure in figures.items():
-        tracking.log_figure(paths, run["run_id"], figure, name)
+        run.log_figure(figure, name)
     for table in (paths.valid_top_losses, paths.valid_most_confused, paths.valid_per_class):
-        tracking.log_artifact(paths, run["run_id"], table, "valid")
+        run.log_artifact(table, "valid")
     log.info(describe(scored))
     for pair in confused[:3]:
         log.info("most confused: %(actual)s predicted as %(predicted)s, %(count)d time(s)", pair)

@@ -9,20 +9,21 @@ import logging
 import math
 from dataclasses import asdict
 
-from pipeline import tracking
 from pipeline.config import Config
 from pipeline.io import atomic_write, write_csv, write_json
 from pipeline.learner import create_learner, data_tags
 from pipeline.lr_find import lr_find
 from pipeline.paths import Paths
 from pipeline.plots import lr_find_figure
+from pipeline.tracking.models import run_model_files
+from pipeline.tracking.runs import source_tags, training_run
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> float:
-    learner = create_learner(cfg, paths)
+    learner = create_learner(cfg, paths, lambda run_id, dst: run_model_files(paths, run_id, dst))
     found = lr_find(
         learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed,
         pretrained=bool(cfg.model.weights),
@@ -37,11 +38,11 @@ def run(cfg: Config, paths: Paths = Paths()) -> float:
     write_json(paths.lr_find_metrics, {"suggested_lr": found.suggestion})
     figure = lr_find_figure(found.lrs, found.losses, found.suggestion)
     atomic_write(paths.lr_find_plot, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    tags = {"stage": "lr_find", **tracking.source_tags("stages.lr_find"), **data_tags(paths)}
-    with tracking.training_run(paths, asdict(cfg), tags, f"lr_find-{cfg.model.arch}") as run_id:
-        tracking.log_series(paths, run_id, {"lr_find_lr": found.lrs, "lr_find_loss": found.losses})
-        tracking.log_metrics(paths, run_id, {"suggested_lr": found.suggestion})
-        tracking.log_figure(paths, run_id, figure, "lr_find.png")
+    tags = {"stage": "lr_find", **source_tags("stages.lr_find"), **data_tags(paths)}
+    with training_run(paths, asdict(cfg), tags, f"lr_find-{cfg.model.arch}") as run:
+        run.log_series({"lr_find_lr": found.lrs, "lr_find_loss": found.losses})
+        run.log_metrics({"suggested_lr": found.suggestion})
+        run.log_figure(figure, "lr_find.png")
     log.info(
         "lr_find suggests train.lr=%.2g (valley); curve in %s", found.suggestion, paths.lr_find_plot
     )

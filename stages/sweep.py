@@ -14,11 +14,17 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking
+from pipeline.direction import optimization_direction
 from pipeline.paths import Paths
+from pipeline.tracking.runs import SWEEP_RUN_ENV, Run
+from pipeline.tracking.sweeps import finish_sweep, start_sweep
 from stages import common
 
 log = logging.getLogger("stagewise")
+
+# The Optuna preset's direction follows compare.metric (conf/hydra/sweeper/stagewise_optuna.yaml).
+# Hydra builds this module's callback before the sweeper, so the resolver is there in time.
+OmegaConf.register_new_resolver("stagewise.direction", optimization_direction, replace=True)
 
 
 def chosen_hydra_overrides(config: DictConfig) -> list[str]:
@@ -31,7 +37,8 @@ def chosen_hydra_overrides(config: DictConfig) -> list[str]:
 
 class SweepRun(Callback):
     def __init__(self) -> None:
-        self.parent_id: str | None = None
+        self.parent: Run | None = None
+        self.metric = "valid_error_rate"
         self.jobs = 0
         self.failed = 0
 
@@ -41,27 +48,28 @@ class SweepRun(Callback):
             *OmegaConf.select(config, "hydra.overrides.task"),
         ]
         experiment = OmegaConf.select(config, "tracking.experiment") or "stagewise"
-        self.parent_id = tracking.start_sweep(Paths(), experiment, overrides)
+        self.metric = OmegaConf.select(config, "compare.metric") or self.metric
+        self.parent = start_sweep(Paths(), experiment, overrides)
         # Jobs (in this process or launched ones, which inherit the environment) attach to it.
-        os.environ[tracking.SWEEP_RUN_ENV] = self.parent_id
+        os.environ[SWEEP_RUN_ENV] = self.parent.id
         # Hydra skips on_multirun_end when the sweep dies (Ctrl-C, a crash): not left RUNNING.
         atexit.register(self.end_if_open)
-        log.info("sweep %s: MLflow parent run %s", " ".join(overrides), self.parent_id)
+        log.info("sweep %s: MLflow parent run %s", " ".join(overrides), self.parent.id)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         self.jobs += 1
         self.failed += job_return.status == JobStatus.FAILED  # crashed; bad input is counted below
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.parent_id:
+        if self.parent:
             failed = self.failed + len(common.failed_jobs)
-            summary = tracking.finish_sweep(Paths(), self.parent_id, self.jobs, failed)
+            summary = finish_sweep(self.parent, self.jobs, failed, self.metric)
             unseen = summary["failed_jobs"] - failed  # failed in launched processes
             common.failed_jobs.extend(["a launched job failed"] * unseen)
             log.info("sweep done: %s", summary)
-            os.environ.pop(tracking.SWEEP_RUN_ENV, None)
-            self.parent_id = None
+            os.environ.pop(SWEEP_RUN_ENV, None)
+            self.parent = None
 
     def end_if_open(self) -> None:
-        if self.parent_id:
-            tracking.end_run(Paths(), self.parent_id, "KILLED")
+        if self.parent:
+            self.parent.end("KILLED")

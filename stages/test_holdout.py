@@ -8,52 +8,52 @@ DVC experiments write a sealed metrics/test.json.
 
 import logging
 
-from pipeline import holdout, tracking
+from pipeline import holdout
 from pipeline.config import Config
 from pipeline.errors import StagewiseError
 from pipeline.evaluation import describe, headline, mlflow_metrics, score_split
 from pipeline.io import read_json, write_json
 from pipeline.paths import Paths
+from pipeline.tracking.models import register_candidate
+from pipeline.tracking.runs import Run, trained_run
 from stages.common import entrypoint, is_multirun
 
 log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> dict:
-    run_id = (run_info := tracking.trained_run(paths))["run_id"]
+    run, run_info = trained_run(paths)
     if paths.home != paths.root and not cfg.eval.allow_test_sweep:
-        return seal(paths, run_id)
+        return seal(paths, run)
     scored = score_split(paths, "test", cfg.eval, cfg.train.augment)
     test_digest = read_json(paths.split_report, "split")["splits"]["test"]["digest"]
     ledger = (
         read_json(paths.holdout_ledger, "test-holdout") if paths.holdout_ledger.exists() else []
     )
-    ledger, others = holdout.record(ledger, holdout.new_evaluation(test_digest, cfg, run_id))
+    ledger, others = holdout.record(ledger, holdout.new_evaluation(test_digest, cfg, run.id))
     if others:
         log.warning("WARNING: %s", holdout.warning(others, test_digest))
     evaluations = holdout.configurations_evaluated(ledger, test_digest)
     write_json(paths.holdout_ledger, ledger)
     write_json(paths.test_metrics, {**headline(scored.metrics), "test_evaluations": evaluations})
     metrics = {**mlflow_metrics(scored), "test_evaluations": evaluations}
-    tracking.log_metrics(paths, run_id, metrics, run_info["epochs"])
+    run.log_metrics(metrics, run_info["epochs"])
     tags = {"test_holdout.used": "true", "test_holdout.split_digest": test_digest}
-    tracking.set_tags(paths, run_id, {**tags, "test_holdout.evaluations": evaluations})
-    tracking.log_split_inputs(paths, run_id, {"test": "testing"})
+    run.set_tags({**tags, "test_holdout.evaluations": evaluations})
+    run.log_split_inputs(paths, {"test": "testing"})
     log.info(describe(scored))
     if cfg.eval.register_as and scored.metrics["accuracy"] >= cfg.eval.register_min_accuracy:
-        version = tracking.register_candidate(
-            paths, run_info["model_uri"], cfg.eval.register_as, metrics
-        )
+        version = register_candidate(run, run_info["model_uri"], cfg.eval.register_as, metrics)
         log.info("registered as %s version %s, alias candidate", cfg.eval.register_as, version)
     return scored.metrics
 
 
-def seal(paths: Paths, run_id: str) -> dict:
+def seal(paths: Paths, run: Run) -> dict:
     """A queued DVC experiment (run in a copy of the project) leaves the test split unread:
     a queue is a sweep, and the test set is for the one model chosen from it."""
     sealed = {"sealed": 1}  # a number: `dvc exp show` lists numeric metrics
     write_json(paths.test_metrics, sealed)
-    tracking.set_tags(paths, run_id, {"test_holdout.used": "false", "test_holdout.sealed": "true"})
+    run.set_tags({"test_holdout.used": "false", "test_holdout.sealed": "true"})
     log.info(
         "test split sealed: queued experiments do not score the test set. Compare them on "
         "their valid metrics (dvc exp show), `dvc exp apply` the winner, then score it once "

@@ -7,16 +7,19 @@ folder, so a sweep never overwrites the pipeline's tracked outputs.
 import logging
 from dataclasses import asdict
 
-from pipeline import tracking
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import Config, config_digest
-from pipeline.engine import MONITORS, Callback, EpochResult, fit, overfit_one_batch
+from pipeline.device import device_tags
 from pipeline.errors import StagewiseError
+from pipeline.inference import Classifier
 from pipeline.io import write_csv, write_json
 from pipeline.learner import Learner, create_learner, data_tags
+from pipeline.loop import MONITORS, Callback, EpochResult, fit, overfit_one_batch
 from pipeline.models import save_model
 from pipeline.paths import ModelFiles, Paths
+from pipeline.tracking.models import log_model, run_model_files
+from pipeline.tracking.runs import MetricBuffer, Run, training_run
 from stages.common import entrypoint, job_dir
 
 log = logging.getLogger("stagewise")
@@ -25,34 +28,36 @@ log = logging.getLogger("stagewise")
 def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float | None:
     """Train; returns the kept epoch's compare.metric (the value a sweeper optimizes)."""
     out = out or paths
-    learner = create_learner(cfg, paths)
+    learner = create_learner(cfg, paths, lambda run_id, dst: run_model_files(paths, run_id, dst))
     if cfg.train.overfit_one_batch:
         return sanity_check(cfg, learner)
-    tags = {"stage": "train", **tracking.environment_tags(str(learner.device)), **data_tags(paths)}
+    tags = {"stage": "train", **device_tags(learner.device), **data_tags(paths)}
     identity = config_digest(cfg, data=tags)  # a checkpoint resumes only the same training
     resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
     with (
-        tracking.training_run(
+        training_run(
             paths, asdict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
-        ) as run_id,
-        tracking.MetricBuffer(paths, run_id) as epochs,
+        ) as run,
+        MetricBuffer(run) as epochs,
     ):
         if resume:
-            relog_lost_epochs(paths, run_id, resume["history"], epochs)
+            relog_lost_epochs(run, resume["history"], epochs)
         else:
-            tracking.log_split_inputs(paths, run_id, {"train": "training", "valid": "validation"})
+            run.log_split_inputs(paths, {"train": "training", "valid": "validation"})
         state = fit(
             learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
             pretrained=bool(cfg.model.weights),
-            callbacks=callbacks(cfg, paths, run_id, epochs, Checkpoint(out.checkpoint, identity, run_id)),
+            callbacks=callbacks(cfg, run, epochs, Checkpoint(out.checkpoint, identity, run.id)),
             resume=resume,
         )  # fmt: skip
         files = ModelFiles(out.model_dir)
         save_model(files, learner.model, learner.spec)
-        model_uri = tracking.log_model(paths, run_id, files, example=learner.example.numpy())
+        example = learner.example.numpy()
+        answer = Classifier.load(files).predict_frame(example)
+        model_uri = log_model(run, files, example, answer)
         kept = state.best["epoch"] if state.best else state.epoch
-        write_json(files.run, {"run_id": run_id, "model_uri": model_uri, "epochs": state.epoch})
+        write_json(files.run, {"run_id": run.id, "model_uri": model_uri, "epochs": state.epoch})
         write_history(out, state.history, kept)
     out.checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
     log.info(
@@ -60,7 +65,7 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
         cfg.model.arch,
         state.epoch,
         learner.device,
-        run_id,
+        run.id,
     )
     return objective(state.history[kept - 1], cfg.compare.metric)
 
@@ -75,7 +80,7 @@ def objective(result: EpochResult, metric: str) -> float:
 
 
 def callbacks(
-    cfg: Config, paths: Paths, run_id: str, epochs: tracking.MetricBuffer, checkpoint: Checkpoint
+    cfg: Config, run: Run, epochs: MetricBuffer, checkpoint: Checkpoint
 ) -> tuple[Callback, ...]:
     """Report each epoch to MLflow, then the optional parts, and checkpoint last."""
     stopping = cfg.train.early_stopping
@@ -83,9 +88,7 @@ def callbacks(
         ReportEpoch(lambda r: epochs.log(r.metrics(), r.epoch)),
         OverfitWatch(
             cfg.train.overfit_patience,
-            lambda epoch: tracking.set_tags(
-                paths, run_id, {"overfitting": "true", "overfitting.epoch": epoch}
-            ),
+            lambda epoch: run.set_tags({"overfitting": "true", "overfitting.epoch": epoch}),
         ),
     ]
     if stopping.keep_best:
@@ -95,12 +98,10 @@ def callbacks(
     return (*chosen, checkpoint)
 
 
-def relog_lost_epochs(
-    paths: Paths, run_id: str, history: list[dict], epochs: tracking.MetricBuffer
-) -> None:
+def relog_lost_epochs(run: Run, history: list[dict], epochs: MetricBuffer) -> None:
     """Epochs the checkpoint holds but the run lacks: a killed process takes its unwritten
     metric buffer with it."""
-    logged = tracking.logged_steps(paths, run_id, "valid_loss")
+    logged = run.logged_steps("valid_loss")
     for row in history:
         if row["epoch"] not in logged:
             epochs.log(EpochResult(**row).metrics(), row["epoch"])

@@ -15,19 +15,25 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def direct_imports(path: Path) -> set[Path]:
-    """Project files imported anywhere in path (top level or inside functions)."""
-    found = set()
+def imported_names(path: Path) -> set[str]:
+    """Every module name path imports, anywhere (top level or inside functions); for
+    `from a import b`, both a and a.b (b may be a module)."""
+    names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = []
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            if name.split(".")[0] in PACKAGES and (file := module_file(name)):
-                found.add(file)
-    return found
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def direct_imports(path: Path) -> set[Path]:
+    """Project files imported anywhere in path."""
+    return {
+        file
+        for name in imported_names(path)
+        if name.split(".")[0] in PACKAGES and (file := module_file(name))
+    }
 
 
 def import_closure(path: Path) -> set[Path]:

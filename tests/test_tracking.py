@@ -3,8 +3,11 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
+from pipeline.io import file_md5
 from pipeline.paths import Paths
+from pipeline.tracking import store as tracking_store
+from pipeline.tracking.runs import flatten, training_run
+from pipeline.tracking.store import local_store_uri
 
 CONFIG = {"tracking": {"experiment": "unit"}, "train": {"lr": 0.1, "augment": {"flip": False}}}
 
@@ -15,15 +18,15 @@ def paths(tmp_path) -> Paths:
 
 
 def only_run(paths: Paths):
-    client = MlflowClient(tracking.local_store_uri(paths))
+    client = MlflowClient(local_store_uri(paths))
     experiment = client.get_experiment_by_name("unit")
     (run,) = client.search_runs([experiment.experiment_id])
     return run, experiment
 
 
 def test_finished_run_holds_flat_params_and_lives_under_mlruns(paths):
-    with tracking.training_run(paths, CONFIG, {"stage": "train"}, "name") as run_id:
-        tracking.log_metrics(paths, run_id, {"train_loss": 0.5}, step=1)
+    with training_run(paths, CONFIG, {"stage": "train"}, "name") as run:
+        run.log_metrics({"train_loss": 0.5}, step=1)
     run, experiment = only_run(paths)
     assert run.info.status == "FINISHED" and run.info.run_name == "name"
     assert run.data.params == {
@@ -37,7 +40,7 @@ def test_finished_run_holds_flat_params_and_lives_under_mlruns(paths):
     )
     assert experiment.artifact_location == (paths.mlruns / "artifacts").as_uri()
     assert (paths.mlruns / "mlflow.db").exists()
-    client = MlflowClient(tracking.local_store_uri(paths))
+    client = MlflowClient(local_store_uri(paths))
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
 
 
@@ -45,13 +48,13 @@ def test_finished_run_holds_flat_params_and_lives_under_mlruns(paths):
     ("error", "status"), [(RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")]
 )
 def test_a_run_that_dies_is_marked_failed_or_killed(paths, error, status):
-    with pytest.raises(error), tracking.training_run(paths, CONFIG, {}):
+    with pytest.raises(error), training_run(paths, CONFIG, {}):
         raise error()
     assert only_run(paths)[0].info.status == status
 
 
 def test_flatten_nests_with_dots_and_stringifies():
-    assert tracking.flatten({"a": {"b": [1, 2], "c": {"d": None}}}) == {
+    assert flatten({"a": {"b": [1, 2], "c": {"d": None}}}) == {
         "a.b": "[1, 2]",
         "a.c.d": "None",
     }
@@ -62,13 +65,11 @@ def test_md5_matches_what_dvc_records(tmp_path):
 
     file = tmp_path / "x.bin"
     file.write_bytes(b"abc" * 1000)
-    assert tracking.file_md5(file) == hashlib.md5(b"abc" * 1000).hexdigest()
+    assert file_md5(file) == hashlib.md5(b"abc" * 1000).hexdigest()
 
 
 def test_calls_are_retried_while_the_sqlite_store_is_locked(monkeypatch):
-    from pipeline import tracking
-
-    monkeypatch.setattr(tracking, "LOCK_RETRY_SECONDS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(tracking_store, "LOCK_RETRY_SECONDS", (0.0, 0.0, 0.0))
     calls = []
 
     class Store:
@@ -81,7 +82,7 @@ def test_calls_are_retried_while_the_sqlite_store_is_locked(monkeypatch):
         def broken(self):
             raise ValueError("something else")
 
-    client = tracking.RetryLocked(Store())
+    client = tracking_store.RetryLocked(Store())
     assert client.log_batch("run") == "logged" and len(calls) == 3
     with pytest.raises(ValueError, match="something else"):
         client.broken()

@@ -15,20 +15,14 @@ from pipeline.callbacks import (
     overfitting_since,
 )
 from pipeline.checkpoint import load_checkpoint
-from pipeline.engine import (
-    Batches,
-    Callback,
-    EpochResult,
-    FitState,
-    Normalizer,
-    fit,
-    overfit_one_batch,
-)
+from pipeline.device import Batches
 from pipeline.errors import StagewiseError
 from pipeline.fine_tune import discriminative_lrs, layer_groups
+from pipeline.loop import Callback, EpochResult, FitState, fit, overfit_one_batch
 from pipeline.lr_find import lr_find, valley
 from pipeline.models import ModelSpec, build_model
 from pipeline.paths import Paths
+from pipeline.preprocess import Normalizer
 from pipeline.split import load_split_images
 from pipeline.weights import head_keys
 from tests.conftest import compose_config

@@ -1,101 +1,32 @@
 """The fit loop: for each epoch, train one pass, evaluate, then let the callbacks report,
 keep the best weights, stop early and checkpoint.
 
-Data lives on the training device as uint8 tensors when it fits there (else in pinned host
-memory, copied per batch without blocking); shuffling, augmentation and normalization are
-batch tensor ops on the device. On CUDA the model runs channels_last under bf16 autocast,
-optionally compiled; on the CPU the same code runs in float32. Same seed + same data on the
-CPU gives identical weights and metrics, also across an interruption and a resume.
+Shuffling, augmentation and normalization are batch tensor ops on the device (see
+pipeline/device.py for where the data and the model live). Same seed + same data on the CPU
+gives identical weights and metrics, also across an interruption and a resume.
 """
 
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.checkpoint import restore_rng
 from pipeline.config import TrainConfig
+from pipeline.device import Batches, autocast, compiled
 from pipeline.errors import StagewiseError
 from pipeline.fine_tune import Phase, layer_groups, plan, set_frozen
+from pipeline.inference import predict_logits
+from pipeline.preprocess import Normalizer
 from pipeline.progress import progress
-from pipeline.transforms import augment, is_identity, normalize, to_float
+from pipeline.transforms import augment, is_identity
 
 log = logging.getLogger(__name__)
-
-# Share of free GPU memory the uint8 dataset may take before it stays in host memory.
-DEVICE_DATA_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class Batches:
-    """A split as uint8 images (N x H x W x C) and class indices, served on `device`."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    device: torch.device
-
-    @classmethod
-    def from_numpy(cls, images: np.ndarray, targets: np.ndarray, device: torch.device) -> "Batches":
-        images_t = torch.from_numpy(np.ascontiguousarray(images))
-        targets_t = torch.tensor(np.asarray(targets), dtype=torch.int64)
-        if device.type == "cuda":
-            if fits_on_device(images_t.nbytes, device):
-                images_t = images_t.to(device, non_blocking=True)
-                targets_t = targets_t.to(device, non_blocking=True)
-            else:
-                log.info("the split does not fit on %s; it stays in pinned host memory", device)
-                images_t, targets_t = images_t.pin_memory(), targets_t.pin_memory()
-        return cls(images_t, targets_t, device)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and targets at idx, on the training device."""
-        idx = idx.to(self.images.device)
-        return (
-            self.images[idx].to(self.device, non_blocking=True),
-            self.targets[idx].to(self.device, non_blocking=True),
-        )
-
-
-def fits_on_device(nbytes: int, device: torch.device) -> bool:
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes < DEVICE_DATA_SHARE * free
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """Turns a uint8 batch into the model's input with the training split's statistics."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    @classmethod
-    def create(cls, mean: list[float], std: list[float], device: torch.device) -> "Normalizer":
-        # A constant channel (std 0) must not divide by zero.
-        std_t = torch.tensor(std, dtype=torch.float32).clamp_min(1e-6)
-        return cls(torch.tensor(mean, dtype=torch.float32, device=device), std_t.to(device))
-
-    def __call__(
-        self,
-        batch: torch.Tensor,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """The model's input for a uint8 batch; transform (augmentation) sees the float batch
-        in [0, 1] before it is normalized."""
-        x = to_float(batch.to(self.mean.device, non_blocking=True))
-        if transform is not None:
-            x = transform(x)
-        return normalize(x, self.mean, self.std)
 
 
 @dataclass(frozen=True)
@@ -138,48 +69,6 @@ class Callback:
 
     def after_fit(self, state: FitState) -> None:
         pass
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise StagewiseError(f"train.device={name!r}: use auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise StagewiseError(
-            "train.device=cuda but no CUDA GPU is visible; use train.device=auto or cpu"
-        )
-    return torch.device(name)
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    if deterministic:  # cuBLAS needs this set before its first use to be deterministic
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = not deterministic
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-    )
-
-
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-
-
-def compiled(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """The module that runs the batches: torch.compile'd on CUDA when asked."""
-    if not cfg.compile:
-        return model
-    if device.type != "cuda":
-        log.warning("train.compile is ignored on the CPU")
-        return model
-    return torch.compile(model)
 
 
 def check_train_config(cfg: TrainConfig, n_train: int) -> None:
@@ -237,7 +126,7 @@ def fit(
     state = FitState(model, generator, total_epochs=sum(p.epochs for p in phases))
     if resume:
         restore(state, resume)
-    net = compiled(model, cfg, train.device)
+    net = compiled(model, cfg.compile, train.device)
     first = 0
     for phase in phases:
         last = first + phase.epochs
@@ -354,26 +243,6 @@ def training_step(
     x = normalizer(images, augmentation)
     with autocast(images.device):
         return F.cross_entropy(net(x), targets, label_smoothing=cfg.label_smoothing)
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    normalizer: Normalizer,
-    batch_size: int,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Logits (float32, on the CPU) for N x H x W x C uint8 images, copied to the device per
-    batch; transform (e.g. test-time augmentation) sees each float batch before normalizing."""
-    model.eval()
-    device = normalizer.mean.device
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        x = normalizer(images[start : start + batch_size], transform)
-        with autocast(device):
-            outputs.append(model(x).float())
-    return torch.cat(outputs).cpu() if outputs else torch.empty(0)
 
 
 def evaluate(

@@ -1,0 +1,111 @@
+"""Where training and inference run: device choice, seeding, precision, memory layout, and
+the splits as uint8 tensors on the device.
+
+Data lives on the training device as uint8 tensors when it fits there (else in pinned host
+memory, copied per batch without blocking). On CUDA the model runs channels_last under bf16
+autocast, optionally compiled; on the CPU the same code runs in float32.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.errors import StagewiseError
+
+log = logging.getLogger(__name__)
+
+# Share of free GPU memory the uint8 dataset may take before it stays in host memory.
+DEVICE_DATA_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Batches:
+    """A split as uint8 images (N x H x W x C) and class indices, served on `device`."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    device: torch.device
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, targets: np.ndarray, device: torch.device) -> "Batches":
+        images_t = torch.from_numpy(np.ascontiguousarray(images))
+        targets_t = torch.tensor(np.asarray(targets), dtype=torch.int64)
+        if device.type == "cuda":
+            if fits_on_device(images_t.nbytes, device):
+                images_t = images_t.to(device, non_blocking=True)
+                targets_t = targets_t.to(device, non_blocking=True)
+            else:
+                log.info("the split does not fit on %s; it stays in pinned host memory", device)
+                images_t, targets_t = images_t.pin_memory(), targets_t.pin_memory()
+        return cls(images_t, targets_t, device)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and targets at idx, on the training device."""
+        idx = idx.to(self.images.device)
+        return (
+            self.images[idx].to(self.device, non_blocking=True),
+            self.targets[idx].to(self.device, non_blocking=True),
+        )
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < DEVICE_DATA_SHARE * free
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise StagewiseError(f"train.device={name!r}: use auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StagewiseError(
+            "train.device=cuda but no CUDA GPU is visible; use train.device=auto or cpu"
+        )
+    return torch.device(name)
+
+
+def device_tags(device: torch.device) -> dict[str, str]:
+    """Where a run trained, for its MLflow tags."""
+    return {
+        "device": str(device),
+        "torch.version": torch.__version__,
+        "torch.cuda": str(torch.version.cuda),
+    }
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    if deterministic:  # cuBLAS needs this set before its first use to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+    )
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def compiled(model: nn.Module, compile: bool, device: torch.device) -> nn.Module:
+    """The module that runs the batches: torch.compile'd on CUDA when asked."""
+    if not compile:
+        return model
+    if device.type != "cuda":
+        log.warning("train.compile is ignored on the CPU")
+        return model
+    return torch.compile(model)

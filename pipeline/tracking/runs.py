@@ -1,0 +1,262 @@
+"""A run handle, and the life of a training run: created with the whole config as params,
+ended FINISHED, FAILED or KILLED (never left RUNNING), reopened when training resumes.
+
+One run per trained model: train creates it; evaluate and test-holdout add to it through
+the run id in models/run.json, without changing its status.
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+
+from pipeline.errors import StagewiseError
+from pipeline.io import read_json
+from pipeline.paths import PROJECT_ROOT, ModelFiles, Paths
+from pipeline.tracking.store import Store, open_store
+
+# Set during a sweep: the parent run that each job's run becomes a child of.
+SWEEP_RUN_ENV = "STAGEWISE_SWEEP_RUN_ID"  # stages/common.py reads it without importing this
+MAX_PARAM_LENGTH = 6000
+MAX_METRICS_PER_CALL = 1000  # MLflow's limit for log_batch
+MAX_PARAMS_PER_CALL = 100
+
+
+def at_step(metrics: dict[str, float], step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One MLflow run of a store: what stages log into."""
+
+    store: Store
+    id: str
+
+    def log_metric_list(self, metrics: list[Metric]) -> None:
+        """Batched calls of at most MAX_METRICS_PER_CALL metrics."""
+        for start in range(0, len(metrics), MAX_METRICS_PER_CALL):
+            self.store.client.log_batch(
+                self.id, metrics=metrics[start : start + MAX_METRICS_PER_CALL]
+            )
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """One batched call for all metrics of a step."""
+        self.log_metric_list(at_step(metrics, step))
+
+    def log_series(self, series: dict[str, list[float]]) -> None:
+        """Whole metric curves: value i of each at step i."""
+        now = int(time.time() * 1000)
+        self.log_metric_list(
+            [
+                Metric(name, float(value), now, step)
+                for name, values in series.items()
+                for step, value in enumerate(values)
+            ]
+        )
+
+    def logged_steps(self, metric: str) -> set[int]:
+        return {m.step for m in self.store.client.get_metric_history(self.id, metric)}
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.store.client.set_tag(self.id, key, str(value))
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.store.client.log_artifact(self.id, str(path), folder)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        self.store.client.log_figure(self.id, figure, name)
+
+    def log_split_inputs(self, paths: Paths, splits: dict[str, str]) -> None:
+        """Record the splits the run used as MLflow dataset inputs ({split: context}),
+        identified by the digest of their image ids (from data/split/report.json): same
+        digest, same images."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        report = json.loads(paths.split_report.read_text(encoding="utf-8"))
+        with warnings.catch_warnings():  # two registered sources both claim local files
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(paths.split))
+        inputs = [
+            DatasetInput(
+                MetaDataset(
+                    source, name=split, digest=report["splits"][split]["digest"][:32]
+                )._to_mlflow_entity(),
+                tags=[InputTag("mlflow.data.context", context)],
+            )
+            for split, context in splits.items()
+        ]
+        self.store.client.log_inputs(self.id, inputs)
+
+    def end(self, status: str) -> None:
+        self.store.client.set_terminated(self.id, status)
+
+
+class MetricBuffer:
+    """Per-epoch metrics, stored in one batched call at most every `interval` seconds and at
+    the end: short epochs do not wait for the store each time (about 8 ms a write on sqlite),
+    and the MLflow UI is at most `interval` seconds behind."""
+
+    def __init__(self, run: Run, interval: float = 5.0) -> None:
+        self.run, self.interval = run, interval
+        self.pending: list[Metric] = []
+        self.last_write = time.monotonic()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.pending += at_step(metrics, step)
+        if time.monotonic() - self.last_write >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self.run.log_metric_list(self.pending)
+        self.pending = []
+        self.last_write = time.monotonic()
+
+    def __enter__(self) -> "MetricBuffer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()  # also when training stops with an error: keep the epochs it did
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": "0.1"}: MLflow params are flat strings."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def source_tags(entrypoint: str) -> dict[str, str]:
+    tags = {"mlflow.source.name": entrypoint, "mlflow.source.type": "LOCAL"}
+    if exp_name := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`
+        tags["dvc.exp_name"] = exp_name
+        tags["dvc.exp_baseline_rev"] = os.environ.get("DVC_EXP_BASELINE_REV", "")
+    return tags
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+@contextlib.contextmanager
+def training_run(
+    paths: Paths,
+    config: dict,
+    tags: dict[str, str],
+    run_name: str | None = None,
+    resume_run_id: str | None = None,
+) -> Iterator[Run]:
+    """Open a new run for one trained model (or reopen the interrupted one being resumed).
+
+    Ends FINISHED on success, KILLED on Ctrl-C / termination, FAILED on any other error,
+    so no run is ever left RUNNING.
+    """
+    store = open_store(paths)
+    if resume_run_id:
+        run = reopen_run(store, resume_run_id)
+    else:
+        run = create_run(store, config, tags, run_name)
+    monitor = None
+    status = RunStatus.to_string(RunStatus.FAILED)
+    try:
+        if not resume_run_id:
+            log_config(run, config)
+        if config["tracking"].get("system_metrics"):
+            monitor = system_monitor(run, resumed=bool(resume_run_id))
+        yield run
+        status = RunStatus.to_string(RunStatus.FINISHED)
+    except (KeyboardInterrupt, SystemExit):
+        status = RunStatus.to_string(RunStatus.KILLED)
+        raise
+    except Exception as e:
+        run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+        raise
+    finally:
+        if monitor:
+            monitor.finish()
+        run.end(status)
+
+
+def create_run(store: Store, config: dict, tags: dict[str, str], run_name: str | None) -> Run:
+    experiment = store.experiment_id(config["tracking"]["experiment"])
+    all_tags = {**source_tags("stages.train"), **git_tags(PROJECT_ROOT), **tags}
+    if parent := os.environ.get(SWEEP_RUN_ENV):
+        all_tags["mlflow.parentRunId"] = parent
+    created = store.client.create_run(experiment, run_name=run_name, tags=all_tags)
+    return Run(store, created.info.run_id)
+
+
+def log_config(run: Run, config: dict) -> None:
+    """The flattened config as params, and the resolved config as a file."""
+    params = [Param(k, v) for k, v in flatten(config).items()]
+    for start in range(0, len(params), MAX_PARAMS_PER_CALL):
+        run.store.client.log_batch(run.id, params=params[start : start + MAX_PARAMS_PER_CALL])
+    run.store.client.log_dict(run.id, config, "config.yaml")
+
+
+def reopen_run(store: Store, run_id: str) -> Run:
+    """Mark an interrupted run RUNNING again: a resumed training continues in it."""
+    try:
+        store.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    except mlflow.exceptions.MlflowException:
+        raise StagewiseError(
+            f"the checkpoint's MLflow run {run_id} is not in {store.uri}; "
+            "train without train.resume"
+        ) from None
+    run = Run(store, run_id)
+    run.set_tags({"resumed": "true"})
+    return run
+
+
+def system_monitor(run: Run, resumed: bool) -> Any:
+    """MLflow's sampler of CPU, GPU and memory use, logging into the run until finish()."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run.id, sampling_interval=5, resume_logging=resumed, tracking_uri=run.store.uri
+    )
+    monitor.start()
+    return monitor
+
+
+def trained_run(paths: Paths) -> tuple[Run, dict]:
+    """The workspace model's run (from models/run.json), which must be in the store, and
+    run.json itself."""
+    info = read_json(ModelFiles(paths.model_dir).run, "train")
+    store = open_store(paths)
+    try:
+        store.client.get_run(info["run_id"])
+    except mlflow.exceptions.MlflowException:
+        raise StagewiseError(
+            f"MLflow run {info['run_id']} (from models/run.json) is not in {store.uri}; "
+            "rerun training with `dvc repro --force train`"
+        ) from None
+    return Run(store, info["run_id"]), info

@@ -1,0 +1,64 @@
+"""A sweep in MLflow: one parent run, one child run per job, summarized at the end."""
+
+from typing import Any
+
+from pipeline.direction import best_by
+from pipeline.paths import PROJECT_ROOT, Paths
+from pipeline.tracking.runs import Run, git_tags, source_tags
+from pipeline.tracking.store import open_store
+
+
+def start_sweep(paths: Paths, experiment: str, overrides: list[str]) -> Run:
+    """Open the parent run of a sweep."""
+    store = open_store(paths)
+    tags = {
+        **source_tags("sweep"),
+        **git_tags(PROJECT_ROOT),
+        "sweep.overrides": " ".join(overrides),
+    }
+    created = store.client.create_run(
+        store.experiment_id(experiment),
+        run_name=f"sweep {' '.join(overrides)}"[:250],
+        tags=tags,
+    )
+    return Run(store, created.info.run_id)
+
+
+def finish_sweep(parent: Run, jobs: int, failed: int, metric: str) -> dict:
+    """Summarize the sweep on its parent run (job counts, the best child by `metric`) and
+    end it: FINISHED, or FAILED when no job succeeded."""
+    client = parent.store.client
+    experiment = client.get_run(parent.id).info.experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.id}'")
+    scored = [c for c in children if c.info.status == "FINISHED" and metric in c.data.metrics]
+    # Jobs in other processes (parallel launchers) are counted by their runs only.
+    failed_runs = sum(c.info.status == "FAILED" for c in children)
+    summary: dict[str, Any] = {
+        "jobs": max(jobs, len(children)),
+        "failed_jobs": max(failed, failed_runs),
+    }
+    if scored:
+        best = best_by(scored, metric, lambda c: c.data.metrics[metric])
+        summary[f"best_{metric}"] = best.data.metrics[metric]
+        parent.set_tags({"sweep.best_run_id": best.info.run_id})
+    parent.log_metrics(summary)
+    parent.end("FINISHED" if scored else "FAILED")
+    return summary
+
+
+def runs_of(paths: Paths, experiment: str, sweep: str | None) -> list[dict]:
+    """The runs of a sweep (children of its parent run), or of a whole experiment (no parents)."""
+    store = open_store(paths)
+    found = store.client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.mlflow.parentRunId = '{sweep}'" if sweep else "tags.`sweep.overrides` IS NULL"
+    return [
+        {
+            "run_id": r.info.run_id,
+            "status": r.info.status,
+            "params": r.data.params,
+            "metrics": r.data.metrics,
+        }
+        for r in store.client.search_runs([found.experiment_id], query, max_results=10000)
+    ]
