@@ -8,6 +8,7 @@ its params, so sweeping train.lr or train.epochs does not rerun it.
 import logging
 import math
 from dataclasses import asdict
+from functools import partial
 
 from pipeline.config import Config
 from pipeline.io import atomic_write, write_csv, write_json
@@ -23,7 +24,7 @@ log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> float:
-    learner = create_learner(cfg, paths, lambda run_id, dst: run_model_files(paths, run_id, dst))
+    learner = create_learner(cfg, paths, partial(run_model_files, paths))
     found = lr_find(
         learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed,
         pretrained=bool(cfg.model.weights),

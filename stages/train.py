@@ -6,6 +6,7 @@ folder, so a sweep never overwrites the pipeline's tracked outputs.
 
 import logging
 from dataclasses import asdict
+from functools import partial
 
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.checkpoint import load_checkpoint
@@ -28,7 +29,7 @@ log = logging.getLogger("stagewise")
 def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float | None:
     """Train; returns the kept epoch's compare.metric (the value a sweeper optimizes)."""
     out = out or paths
-    learner = create_learner(cfg, paths, lambda run_id, dst: run_model_files(paths, run_id, dst))
+    learner = create_learner(cfg, paths, partial(run_model_files, paths))
     if cfg.train.overfit_one_batch:
         return sanity_check(cfg, learner)
     tags = {"stage": "train", **device_tags(learner.device), **data_tags(paths)}

@@ -3,6 +3,7 @@ project) is fine-tuned on digits 5-9 from five labelled images per class, and be
 architecture trained from scratch for the same number of epochs (15, one batch each)."""
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.datasets import load_digits
 from pipeline.io import read_json
 from pipeline.learner import create_learner
 from pipeline.paths import ModelFiles, Paths
+from pipeline.tracking.models import run_model_files
 from pipeline.weights import head_keys
 from stages import ingest, normalize_stats, split, train
 from tests.conftest import compose_config
@@ -83,7 +85,7 @@ def test_fine_tuning_from_an_earlier_run_beats_training_from_scratch(
     # The weights are really loaded: every body tensor equals the pretrained run's.
     source = load_file(str(ModelFiles(pretrain_paths.model_dir).weights))
     with caplog.at_level(logging.INFO):
-        learner = create_learner(fine_cfg, paths)
+        learner = create_learner(fine_cfg, paths, partial(run_model_files, paths))
     head = head_keys(learner.model)
     for key, value in learner.model.state_dict().items():
         if key not in head:
