@@ -37,6 +37,7 @@ class SplitConfig:
     group_regex: str | None
     list_file: str | None
     leakage: str
+    time_unit: str
 
 
 @dataclass

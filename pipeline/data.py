@@ -99,7 +99,6 @@ def ingest(cfg: DataConfig, images_path: Path) -> Ingested:
     with StoreWriter(images_path, (cfg.image_size, cfg.image_size, cfg.channels)) as store:
         rows, bad, duplicates = decode_into(store, items, settings, cfg.duplicates)
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-        manifest["time"] = pd.to_datetime(manifest["time"], utc=True)
         bad = listing.rejected + bad
         check_bad_share(len(bad), len(items) + len(listing.rejected), cfg.max_bad_fraction)
         check_duplicates(duplicates, cfg.duplicates)

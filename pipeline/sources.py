@@ -187,7 +187,7 @@ def table_items(cfg: DataConfig) -> Listing:
             f"data.table={cfg.table}: missing column(s) {', '.join(sorted(missing))}; "
             "expected path,label[,group][,time]"
         )
-    times = parse_times(table, cfg.table) if "time" in table.columns else [None] * len(table)
+    times = time_texts(table) if "time" in table.columns else [None] * len(table)
     root = Path(cfg.root).expanduser() if cfg.root else table_path.parent
     label_of = labeller(cfg)
     items, rejected = [], []
@@ -211,12 +211,7 @@ def table_items(cfg: DataConfig) -> Listing:
     return Listing(items, rejected)
 
 
-def parse_times(table: pd.DataFrame, name: str) -> list[str]:
-    """The time column as sortable ISO-8601 strings (UTC)."""
-    try:
-        parsed = pd.to_datetime(table["time"], utc=True, format="mixed")
-    except (ValueError, TypeError) as e:
-        raise StagewiseError(
-            f"data.table={name}: the time column has a value that is not a date/time ({e})"
-        ) from None
-    return [value.isoformat() for value in parsed]
+def time_texts(table: pd.DataFrame) -> list[str | None]:
+    """The time column as text, as written: the split stage reads it (split.time_unit), so a
+    change of unit reruns the split, not the decoding."""
+    return [None if pd.isna(value) or value == "" else str(value) for value in table["time"]]

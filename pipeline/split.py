@@ -22,6 +22,16 @@ from pipeline.store import class_names, load_images, load_manifest
 SPLITS = ("train", "valid", "test")
 STRATEGIES = ("random", "group", "time", "folder", "list")
 LEAKAGE_POLICIES = ("fail", "warn")
+# split.time_unit: how the table's time column is read (auto: iso, or s/ms by magnitude).
+TIME_UNITS = {
+    "auto": "ISO-8601 date/times or Unix timestamps",
+    "iso": "ISO-8601 date/times (like 2024-05-01T12:00:00Z)",
+    "s": "Unix timestamps in seconds",
+    "ms": "Unix timestamps in milliseconds",
+}
+# Unix time 1e11 is the year 5138 in seconds but 1973 in milliseconds: for any date from 1973
+# to 5138, smaller numbers are seconds and larger ones milliseconds.
+MS_FROM = 1e11
 
 log = logging.getLogger("stagewise")
 
@@ -43,6 +53,10 @@ def check_split_config(cfg: SplitConfig) -> None:
         )
     if cfg.leakage not in LEAKAGE_POLICIES:
         raise StagewiseError(f"split.leakage={cfg.leakage!r}: use fail or warn")
+    if cfg.time_unit not in TIME_UNITS:
+        raise StagewiseError(
+            f"split.time_unit={cfg.time_unit!r} is unknown; use one of {', '.join(TIME_UNITS)}"
+        )
     if cfg.strategy in ("folder", "list"):
         return  # the shares come from the folders or the list
     for key, pct in (("valid_pct", cfg.valid_pct), ("test_pct", cfg.test_pct)):
@@ -124,32 +138,114 @@ def group_labels(manifest: pd.DataFrame, regex: str | None) -> pd.Series:
 
 
 def group_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """Whole groups, in seeded random order, fill test, then valid, then train."""
+    """Whole groups to one split, stratified by class (see assign_groups)."""
     groups = group_labels(manifest, cfg.group_regex)
-    sizes = groups.value_counts().sort_index()
-    if len(sizes) < 2 + (cfg.test_pct > 0):
+    # groups x classes image counts, rows and columns sorted: the same whatever the row order
+    counts = pd.crosstab(groups.to_numpy(), manifest["label"].to_numpy())
+    if len(counts) < 2 + (cfg.test_pct > 0):
         raise StagewiseError(
-            f"split=group: only {len(sizes)} group(s); need one per split at least"
+            f"split=group: only {len(counts)} group(s); need one per split at least"
         )
-    order = np.random.default_rng(cfg.seed).permutation(sizes.index.to_numpy())
-    targets = {"test": cfg.test_pct * len(manifest), "valid": cfg.valid_pct * len(manifest)}
-    split_of, filled = {}, dict.fromkeys(targets, 0)
-    for group in order:
-        size = int(sizes[group])
-        # A group joins test, then valid, while that split is short of its share by half the group.
-        name = next((n for n in ("test", "valid") if filled[n] + size / 2 <= targets[n]), "train")
-        split_of[group] = name
-        filled[name] = filled.get(name, 0) + size
+    shares = {
+        "train": 1 - cfg.valid_pct - cfg.test_pct,
+        "valid": cfg.valid_pct,
+        "test": cfg.test_pct,
+    }
+    names = [name for name in SPLITS if shares[name] > 0]
+    targets = np.outer([shares[name] for name in names], counts.sum().to_numpy())
+    order = np.random.default_rng(cfg.seed).permutation(len(counts))
+    placed = assign_groups(counts.to_numpy()[order], targets)
+    split_of = dict(zip(counts.index[order], np.asarray(names)[placed], strict=True))
     return pd.DataFrame({"id": manifest["id"].to_numpy(), "split": groups.map(split_of).to_numpy()})
 
 
-def time_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """Oldest images train; the next valid_pct validate; the latest test_pct are the test set."""
+def assign_groups(counts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The split of each group (counts: groups x classes, in seeded order; targets: splits x
+    classes, the images each split should get), in the spirit of scikit-learn's
+    StratifiedGroupKFold: each group goes where it best brings every class towards its share.
+
+    Hand-written because StratifiedGroupKFold makes k equal folds (no 0.7/0.15/0.15 shares)
+    and promises no class in any one fold. First, for each class (fewest groups first), one of
+    its groups goes to each split that lacks the class, train first, while the class has groups
+    left; so a class with a group per split is in every split. Then the other groups follow in
+    seeded order. Ties go to the group first in seeded order, or to the split least full (then
+    train, valid, test): the seed decides them, and no float noise does.
+    """
+    filled = np.zeros_like(targets, dtype=float)
+    placed = np.full(len(counts), -1)
+
+    def cost(groups: np.ndarray, split: int) -> np.ndarray:
+        """How much adding each group changes the split's distance to its per-class targets."""
+        before = np.abs(filled[split] - targets[split]).sum()
+        after = np.abs(filled[split] + counts[groups] - targets[split]).sum(axis=-1)
+        return np.round(after - before, 9)  # float noise must not break ties
+
+    def place(group: int, split: int) -> None:
+        placed[group] = split
+        filled[split] += counts[group]
+
+    for label in np.argsort((counts > 0).sum(axis=0), kind="stable"):
+        for split in range(len(targets)):
+            free = np.flatnonzero((placed < 0) & (counts[:, label] > 0))
+            if filled[split, label] == 0 and len(free):
+                place(free[np.argmin(cost(free, split))], split)
+    for group in np.flatnonzero(placed < 0):
+        changes = [cost(np.array(group), split) for split in range(len(targets))]
+        fullness = filled.sum(axis=1) / targets.sum(axis=1)
+        place(group, int(np.lexsort((fullness, changes))[0]))
+    return placed
+
+
+def detect_time_unit(values: pd.Series, configured: str) -> str:
+    """The unit of the manifest's time texts: split.time_unit, or for auto: iso unless every
+    value is a number, then seconds or milliseconds by magnitude."""
+    if configured != "auto":
+        return configured
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if present.empty or numbers.isna().any():
+        return "iso"
+    large = (numbers.abs() >= MS_FROM).to_numpy()
+    if large.any() and not large.all():
+        raise StagewiseError(
+            f"split: the time column mixes seconds and milliseconds (e.g. {present[~large].iloc[0]!r} "
+            f"and {present[large].iloc[0]!r}); make them one unit in the table"
+        )
+    return "ms" if large.all() else "s"
+
+
+def parse_times(values: pd.Series, unit: str) -> pd.Series:
+    """Time texts (as in the table) -> UTC timestamps; ISO-8601 without a zone is taken as UTC."""
+    if unit == "iso":
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+    else:
+        parsed = pd.to_datetime(
+            pd.to_numeric(values, errors="coerce"), unit=unit, utc=True, errors="coerce"
+        )
+    if (bad := parsed.isna() & values.notna()).any():
+        raise StagewiseError(
+            f"split: {int(bad.sum())} value(s) of the time column are not {TIME_UNITS[unit]}, "
+            f"e.g. {values[bad].iloc[0]!r}; fix the table, or set split.time_unit "
+            f"({', '.join(TIME_UNITS)})"
+        )
+    return parsed
+
+
+def image_times(manifest: pd.DataFrame, configured: str) -> tuple[pd.Series, str]:
+    """Each image's time (indexed like manifest) and the unit it was read in."""
     if manifest["time"].isna().any():
         raise StagewiseError(
             "split=time needs a time for every image: use data=table with a time column"
         )
-    rows = manifest.sort_values(["time", "id"])
+    texts = manifest.sort_values("id")["time"]  # examples in errors: the first ids
+    unit = detect_time_unit(texts, configured)
+    return parse_times(texts, unit).reindex(manifest.index), unit
+
+
+def time_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Oldest images train; the next valid_pct validate; the latest test_pct are the test set."""
+    times, _ = image_times(manifest, cfg.time_unit)
+    rows = manifest.assign(time=times).sort_values(["time", "id"])
     n = len(rows)
     n_test = math.floor(n * cfg.test_pct + 0.5)
     n_valid = math.floor(n * cfg.valid_pct + 0.5)
@@ -206,12 +302,20 @@ def check_classes_train(manifest: pd.DataFrame, split: pd.DataFrame) -> None:
             log.warning("split: class(es) %s have no %s images", absent, name)
 
 
+def known_groups(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.Series | None:
+    """Each image's group when groups are known: the group split's, or a complete group column."""
+    if cfg.strategy == "group":
+        return group_labels(manifest, cfg.group_regex)
+    if manifest["group"].notna().all():
+        return group_labels(manifest, None)
+    return None
+
+
 def leakage(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) -> dict:
     """What crosses split boundaries: groups (when groups are known) and identical images."""
     joined = manifest.merge(split, on="id", validate="one_to_one")
     checks: dict = {"groups_checked": False, "group_overlap": []}
-    if cfg.strategy == "group" or joined["group"].notna().all():
-        groups = group_labels(joined, cfg.group_regex if cfg.strategy == "group" else None)
+    if (groups := known_groups(joined, cfg)) is not None:
         spread = joined.assign(group=groups.to_numpy()).groupby("group")["split"].unique()
         checks["groups_checked"] = True
         checks["group_overlap"] = [
@@ -252,10 +356,13 @@ def ids_digest(ids: pd.Series) -> str:
 
 
 def split_report(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) -> dict:
-    """Counts per split and class, a digest of each split's ids, and the leakage checks."""
-    joined = manifest[["id", "label"]].merge(split, on="id", validate="one_to_one")
+    """Counts per split and class, a digest of each split's ids, the groups of each class in
+    each split (when groups are known), the time unit and range of a time split, and the
+    leakage checks."""
+    joined = manifest.merge(split, on="id", validate="one_to_one")
     counts = joined.groupby(["split", "label"]).size()
-    return {
+    groups = known_groups(joined, cfg)
+    report = {
         "strategy": cfg.strategy,
         "seed": cfg.seed,
         "splits": {
@@ -266,7 +373,37 @@ def split_report(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) 
             }
             for name in SPLITS
         },
-        "leakage": leakage(manifest, split, cfg),
+    }
+    if groups is not None:
+        for name, per_class in groups_per_class(joined, groups).items():
+            report["splits"][name]["groups"] = per_class
+    if cfg.strategy == "time":
+        report["time"] = time_ranges(joined, cfg.time_unit)
+    report["leakage"] = leakage(manifest, split, cfg)
+    return report
+
+
+def groups_per_class(joined: pd.DataFrame, groups: pd.Series) -> dict[str, dict[str, list[str]]]:
+    """{split: {class: sorted group names}} of a manifest joined with its split."""
+    found = joined.assign(group=groups.to_numpy()).groupby(["split", "label"])["group"]
+    per_class: dict[str, dict[str, list[str]]] = {name: {} for name in SPLITS}
+    for (name, label), names in found.unique().items():
+        per_class[name][str(label)] = sorted(map(str, names))
+    return per_class
+
+
+def time_ranges(joined: pd.DataFrame, configured: str) -> dict:
+    """The unit the time column was read in and each split's first and last time (UTC), so a
+    wrong unit shows (e.g. 1970 dates from milliseconds read as seconds)."""
+    times, unit = image_times(joined, configured)
+    by_split = times.groupby(joined["split"])
+    return {
+        "unit": unit,
+        "range": {
+            name: [by_split.min()[name].isoformat(), by_split.max()[name].isoformat()]
+            for name in SPLITS
+            if name in by_split.groups
+        },
     }
 
 

@@ -32,7 +32,7 @@ def toy_manifest(counts: dict[str, int], **columns) -> pd.DataFrame:
             "id": [f"img{i:03d}" for i in range(n)],
             "label": labels,
             "group": None,
-            "time": pd.NaT,
+            "time": None,
             "folder_split": None,
             "sha256": [f"{i:064x}" for i in range(n)],
         }
