@@ -1,11 +1,9 @@
 """Small file helpers shared by the stages: atomic writes, JSON in and out."""
 
-import contextlib
-import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +58,3 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside path, so parallel jobs read-modify-write it in turn."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
