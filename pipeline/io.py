@@ -2,7 +2,7 @@
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     absent, or complete.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = new_sibling(path)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -27,6 +25,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def new_sibling(path: Path) -> Path:
+    """A new empty file beside path, created with mode 0o666 so that the kernel applies the
+    umask (and any default ACL), as for any file the user makes: a team's shared folder gets
+    group-readable outputs. tempfile.mkstemp would make it 0600 whatever the umask; reading the
+    umask to chmod afterwards would mean setting it, which races with other threads."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL: a 64-bit random name never collides in practice, and never silently if it does.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp
 
 
 def write_json(path: Path, data: Any) -> None:
