@@ -18,6 +18,7 @@ class DataConfig:
     label: str
     label_regex: str | None
     split_folders: bool
+    allow_outside_root: bool
     extensions: list[str]
     image_size: int
     channels: int

@@ -21,7 +21,7 @@ from pipeline.config import DataConfig
 from pipeline.decode import RESIZE_METHODS, BadImage, Decoded, DecodeSettings, convert, decode_bytes
 from pipeline.errors import StagewiseError
 from pipeline.progress import progress
-from pipeline.sources import Item, list_items
+from pipeline.sources import Item, list_items, path_text
 from pipeline.store import StoreWriter
 
 MANIFEST_COLUMNS = [
@@ -116,7 +116,8 @@ def decode_into(
     outcomes = progress(decode_all(items, settings), desc="ingest", total=len(items))
     for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, str):
-            bad.append({"id": item.id, "reason": outcome})
+            row = {} if item.row is None else {"row": item.row}  # where a table lists it
+            bad.append({"id": item.id, **row, "reason": outcome})
             continue
         decoded, sha256 = outcome
         if sha256 in first_of:
@@ -125,7 +126,7 @@ def decode_into(
                 continue
         first_of.setdefault(sha256, item.id)
         store.append(decoded.array)
-        rows.append((item.id, item.path and str(item.path), len(rows), item.label, item.group, item.time,
+        rows.append((item.id, item.path and path_text(item.path), len(rows), item.label, item.group, item.time,
                      item.folder_split, sha256, decoded.height, decoded.width, decoded.mode))  # fmt: skip
     return rows, bad, duplicates
 

@@ -8,8 +8,16 @@ and warned about loudly.
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from pipeline.config import Config, config_digest
+from pipeline.errors import StagewiseError
+from pipeline.io import read_json, write_json
+
+# Recording takes milliseconds; a lock held this long belongs to a stuck process.
+LOCK_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,25 @@ def record(ledger: list[dict], evaluation: Evaluation) -> tuple[list[dict], list
     if any(e["run_id"] == evaluation.run_id for e in same_split):
         return ledger, others
     return [*ledger, asdict(evaluation)], others
+
+
+def record_evaluation(path: Path, evaluation: Evaluation) -> tuple[list[dict], list[dict]]:
+    """record() on the ledger file at path, under an exclusive lock beside it: parallel
+    test-holdout runs (sweeps, several users' jobs) then add their evaluations in turn, and
+    none of them is lost. Returns what record() returns."""
+    lock_path = path.with_name(f".{path.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock_path, timeout=LOCK_TIMEOUT_S):
+            ledger = read_json(path, "test-holdout") if path.exists() else []
+            ledger, others = record(ledger, evaluation)
+            write_json(path, ledger)
+    except Timeout:
+        raise StagewiseError(
+            f"waited {LOCK_TIMEOUT_S} s for {lock_path}: another process holds the holdout ledger; "
+            "find and stop it, then rerun test-holdout"
+        ) from None
+    return ledger, others
 
 
 def configurations_evaluated(ledger: list[dict], test_digest: str) -> int:

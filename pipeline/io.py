@@ -1,12 +1,10 @@
 """Small file helpers shared by the stages: atomic writes, JSON in and out."""
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     absent, or complete.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = new_sibling(path)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -30,6 +26,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def new_sibling(path: Path) -> Path:
+    """A new empty file beside path, created with mode 0o666 so that the kernel applies the
+    umask (and any default ACL), as for any file the user makes: a team's shared folder gets
+    group-readable outputs. tempfile.mkstemp would make it 0600 whatever the umask; reading the
+    umask to chmod afterwards would mean setting it, which races with other threads."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL: a 64-bit random name never collides in practice, and never silently if it does.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -70,12 +77,3 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8"))
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside path, so parallel jobs read-modify-write it in turn."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield

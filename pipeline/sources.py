@@ -6,8 +6,13 @@ optionally in train/ valid/ test/ top folders) and `table` (a CSV or parquet fil
 path,label[,group][,time] columns). Labels: `parent` (the folder a file is in), `regex` (on
 the file name: the first group, or True/False whether it matches when the pattern has no
 group), or `column` (the table's label column).
+
+Bad input is listed in the ingest report, not fatal and not silently used: table rows with
+no label or with a path outside data.root are refused with their row number, and a file name
+that is not UTF-8 is kept with its odd bytes written as \\xNN.
 """
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +39,13 @@ class Item:
     group: str | None = None
     time: str | None = None
     folder_split: str | None = None  # train/valid/test when the folder layout says so
+    row: int | None = None  # the table's row number (from 1, header not counted)
 
 
 @dataclass(frozen=True)
 class Listing:
     items: list[Item]
-    rejected: list[dict]  # {"id", "reason"}: files that could not be labelled
+    rejected: list[dict]  # {"id", "reason"[, "row"]}: files or table rows that were refused
 
 
 def list_items(cfg: DataConfig) -> Listing:
@@ -59,11 +65,28 @@ def list_items(cfg: DataConfig) -> Listing:
     else:
         listing = table_items(cfg)
     items = sorted(listing.items, key=lambda item: item.id)
-    if len({item.id for item in items}) != len(items):
+    if repeat := first_repeat([item.id for item in items]):
         raise StagewiseError(
-            f"data: {cfg.source} lists some image twice; each path must appear once"
+            f"data: {cfg.source} lists {items[repeat[0]].id} twice; each image must appear once"
         )
     return Listing(items, listing.rejected)
+
+
+def first_repeat(values: list[str]) -> tuple[int, int] | None:
+    """(position of the first value seen before, position where it was first seen), or None."""
+    seen: dict[str, int] = {}
+    for position, value in enumerate(values):
+        if (first := seen.setdefault(value, position)) != position:
+            return position, first
+    return None
+
+
+def path_text(path: os.PathLike | str) -> str:
+    """path as text that every UTF-8 writer takes (parquet, JSON, hashes of ids). Linux file
+    names are bytes; one that is not UTF-8 (b'caf\\xe9.png', from a Latin-1 machine) would
+    carry lone surrogates that the parquet writer refuses, so its odd bytes are written as
+    \\xNN escapes instead ('caf\\\\xe9.png'): readable, and the bytes stay recoverable."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def digits_items() -> list[Item]:
@@ -119,7 +142,7 @@ def labeller(cfg: DataConfig):
     if cfg.label == "column":
         if cfg.source != "table":
             raise StagewiseError("data.label=column needs data.source=table")
-        return lambda path, column: column
+        return column_label
 
     def by_parent(path: Path, _: str | None) -> str:
         if len(path.parts) < 2:
@@ -131,13 +154,24 @@ def labeller(cfg: DataConfig):
     return by_parent
 
 
+# What a missing value becomes when a tool writes a label column as text (str(nan), str(None)).
+MISSING_LABELS = {"", "nan", "NaN", "None"}
+
+
+def column_label(_: Path, value: object) -> str:
+    """The table's label cell; an empty or missing one leaves the row unlabelled."""
+    if value is None or pd.isna(value) or str(value).strip() in MISSING_LABELS:
+        raise ValueError("no label: the label column is empty")
+    return str(value)
+
+
 def folder_items(cfg: DataConfig) -> Listing:
     root = existing_root(cfg)
     label_of = labeller(cfg)
     suffixes = {ext.lower() for ext in cfg.extensions}
     items, rejected = [], []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()):
-        relative = path.relative_to(root)
+        relative = Path(path_text(path.relative_to(root)))  # path keeps the real bytes
         item_id = relative.as_posix()
         folder_split = None
         if cfg.split_folders:
@@ -164,7 +198,8 @@ def folder_items(cfg: DataConfig) -> Listing:
 def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
+            # nullable dtypes: an integer label column with a gap stays 3, not 3.0
+            return pd.read_parquet(path, dtype_backend="numpy_nullable")
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise StagewiseError(f"data.table={path}: no such file") from None
@@ -174,7 +209,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def table_items(cfg: DataConfig) -> Listing:
     """Rows of path,label[,group][,time]; relative paths resolve against data.root
-    (default: the table's own folder)."""
+    (default: the table's own folder) and must stay inside it, symlinks resolved, unless
+    data.allow_outside_root. Rows are numbered from 1, the header not counted."""
     if not cfg.table:
         raise StagewiseError(
             "data.table is not set: give the CSV or parquet file listing the images"
@@ -187,25 +223,41 @@ def table_items(cfg: DataConfig) -> Listing:
             f"data.table={cfg.table}: missing column(s) {', '.join(sorted(missing))}; "
             "expected path,label[,group][,time]"
         )
+    ids = [Path(str(path)).as_posix() for path in table["path"]]
+    if repeat := first_repeat(ids):
+        row, first = repeat[0] + 1, repeat[1] + 1
+        raise StagewiseError(
+            f"data.table={cfg.table}: row {row} ({ids[repeat[0]]}) repeats row {first}; "
+            "list each image once"
+        )
     times = time_texts(table) if "time" in table.columns else [None] * len(table)
     root = Path(cfg.root).expanduser() if cfg.root else table_path.parent
+    real_root = root.resolve()
+    outside = (
+        f"outside {'data.root' if cfg.root else 'the table folder'} {root}; "
+        "set data.allow_outside_root=true to read it"
+    )
     label_of = labeller(cfg)
     items, rejected = [], []
-    for row, time in zip(table.to_dict("records"), times, strict=True):
-        relative = Path(str(row["path"]))
+    rows = zip(ids, table.to_dict("records"), times, strict=True)
+    for number, (item_id, row, time) in enumerate(rows, start=1):
+        path = root / item_id  # an absolute item_id stays itself
         try:
-            label = label_of(relative, str(row.get("label", "")))
+            if not (cfg.allow_outside_root or is_inside(path, real_root)):
+                raise ValueError(outside)
+            label = label_of(Path(item_id), row.get("label"))
         except ValueError as e:
-            rejected.append({"id": relative.as_posix(), "reason": str(e)})
+            rejected.append({"id": item_id, "row": number, "reason": str(e)})
             continue
         group = row.get("group")
         items.append(
             Item(
-                id=relative.as_posix(),
+                id=item_id,
                 label=label,
-                path=relative if relative.is_absolute() else root / relative,
-                group=None if group in (None, "") else str(group),
+                path=path,
+                group=None if group is None or pd.isna(group) or group == "" else str(group),
                 time=time,
+                row=number,
             )
         )
     return Listing(items, rejected)
@@ -215,3 +267,9 @@ def time_texts(table: pd.DataFrame) -> list[str | None]:
     """The time column as text, as written: the split stage reads it (split.time_unit), so a
     change of unit reruns the split, not the decoding."""
     return [None if pd.isna(value) or value == "" else str(value) for value in table["time"]]
+
+
+def is_inside(path: Path, real_root: Path) -> bool:
+    """Whether path is real_root (resolved) or below it once symlinks and ../ are resolved:
+    a table row cannot reach /etc/passwd through ../../ or a symlink out of the dataset."""
+    return path.resolve().is_relative_to(real_root)

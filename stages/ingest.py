@@ -17,7 +17,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> None:
     write_json(paths.ingest_report, result.report)
     report = result.report
     log.info(
-        "ingested %d images of %d classes (%d unreadable, listed in %s)",
+        "ingested %d images of %d classes (%d files or table rows skipped, with reasons in %s)",
         report["images"],
         len(report["classes"]),
         len(report["bad_files"]),

@@ -27,14 +27,11 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
         return seal(paths, run)
     scored = score_split(paths, "test", cfg.eval, cfg.train.augment)
     test_digest = read_json(paths.split_report, "split")["splits"]["test"]["digest"]
-    ledger = (
-        read_json(paths.holdout_ledger, "test-holdout") if paths.holdout_ledger.exists() else []
-    )
-    ledger, others = holdout.record(ledger, holdout.new_evaluation(test_digest, cfg, run.id))
+    evaluation = holdout.new_evaluation(test_digest, cfg, run.id)
+    ledger, others = holdout.record_evaluation(paths.holdout_ledger, evaluation)
     if others:
         log.warning("WARNING: %s", holdout.warning(others, test_digest))
     evaluations = holdout.configurations_evaluated(ledger, test_digest)
-    write_json(paths.holdout_ledger, ledger)
     write_json(paths.test_metrics, {**headline(scored.metrics), "test_evaluations": evaluations})
     metrics = {**mlflow_metrics(scored), "test_evaluations": evaluations}
     run.log_metrics(metrics, run_info["epochs"])

@@ -1,8 +1,14 @@
 """The holdout ledger: the test split's evaluations are recorded, and repeats flagged."""
 
+import json
+import multiprocessing
 from dataclasses import replace
 
+import pytest
+from filelock import FileLock
+
 from pipeline import holdout
+from pipeline.errors import StagewiseError
 from tests.conftest import compose_config
 
 CFG = compose_config()
@@ -37,3 +43,48 @@ def test_evaluation_settings_do_not_change_the_configuration_digest():
     )
     assert holdout.config_digest(elsewhere) == holdout.config_digest(CFG)
     assert holdout.config_digest(replace(CFG, seed=CFG.seed + 1)) != holdout.config_digest(CFG)
+
+
+def record_after_barrier(ledger_path, evaluations, barrier) -> None:
+    barrier.wait()  # every process starts recording at the same moment
+    for evaluation in evaluations:
+        holdout.record_evaluation(ledger_path, evaluation)
+
+
+def test_parallel_test_holdout_runs_lose_no_evaluation(tmp_path):
+    # 6 processes x 5 evaluations each, released together: without the ledger's lock,
+    # overlapping read-modify-writes overwrite each other's entries.
+    ledger_path = tmp_path / "data/holdout_ledger.json"
+    processes, per_process = 6, 5
+    context = multiprocessing.get_context("fork")  # children only run the ledger code
+    barrier = context.Barrier(processes)
+    jobs = [
+        context.Process(
+            target=record_after_barrier,
+            args=(
+                ledger_path,
+                [
+                    holdout.new_evaluation("digest-a", CFG, f"run{p}-{i}")
+                    for i in range(per_process)
+                ],
+                barrier,
+            ),
+        )
+        for p in range(processes)
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=60)
+    assert [job.exitcode for job in jobs] == [0] * processes
+    ledger = json.loads(ledger_path.read_text())
+    expected = {f"run{p}-{i}" for p in range(processes) for i in range(per_process)}
+    assert sorted(e["run_id"] for e in ledger) == sorted(expected)
+
+
+def test_a_ledger_locked_too_long_is_a_clear_error(tmp_path, monkeypatch):
+    ledger_path = tmp_path / "holdout_ledger.json"
+    monkeypatch.setattr(holdout, "LOCK_TIMEOUT_S", 0.2)
+    with FileLock(tmp_path / ".holdout_ledger.json.lock"), pytest.raises(StagewiseError) as e:
+        holdout.record_evaluation(ledger_path, holdout.new_evaluation("digest-a", CFG, "run1"))
+    assert ".holdout_ledger.json.lock" in str(e.value) and not ledger_path.exists()

@@ -1,16 +1,24 @@
 """ingest on messy real-world files: every bad file is listed with its reason, every good one
 is decoded with the right orientation and channels; fastai-style labelling and tables."""
 
+import json
+import os
+import re
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import data
 from pipeline.data import ingest
 from pipeline.errors import StagewiseError
-from pipeline.store import load_images
+from pipeline.paths import Paths
+from pipeline.store import load_images, load_manifest
+from stages import ingest as stages_ingest
 from tests import images
-from tests.conftest import compose_config
+from tests.conftest import compose_config, write_image_folder
 
 FOLDER = ("data=folder", "data.image_size=8", "data.max_bad_fraction=0.5")
 
@@ -204,3 +212,109 @@ def test_parallel_decode_matches_sequential(tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         load_images(tmp_path / "parallel.npy"), load_images(tmp_path / "sequential.npy")
     )
+
+
+def ingest_stage(tmp_path, *overrides) -> tuple[pd.DataFrame, dict]:
+    """The real ingest stage into tmp_path/project: (the manifest it wrote, its report)."""
+    paths = Paths(tmp_path / "project")
+    stages_ingest.run(compose_config("data.image_size=8", *overrides), paths)
+    return load_manifest(paths.manifest), json.loads(paths.ingest_report.read_text())
+
+
+def test_file_names_that_are_not_utf8_are_ingested(tmp_path):
+    # Linux names are bytes: a Latin-1 'café.png' and class folder 'crème' are not UTF-8.
+    root = write_image_folder(tmp_path / "photos", {"a": 3, "b": 3})
+    os.rename(root / "a" / "0.png", os.path.join(os.fsencode(root / "a"), b"caf\xe9.png"))
+    os.rename(root / "b", os.path.join(os.fsencode(root), b"cr\xe8me"))
+    manifest, report = ingest_stage(tmp_path, "data=folder", f"data.root={root}")
+    assert report["bad_files"] == [] and len(manifest) == 6
+    assert report["classes"] == {"a": 3, "cr\\xe8me": 3}
+    row = manifest.set_index("id").loc["a/caf\\xe9.png"]
+    assert row["path"] == f"{root}/a/caf\\xe9.png" and row["label"] == "a"
+
+
+def test_an_escaped_name_that_collides_with_a_real_one_is_named(tmp_path):
+    root = write_image_folder(tmp_path / "photos", {"a": 2, "b": 2})
+    os.rename(root / "a" / "0.png", os.path.join(os.fsencode(root / "a"), b"caf\xe9.png"))
+    images.solid_png(root / "a" / "caf\\xe9.png", (9, 9, 9))  # literally backslash, x, e, 9
+    with pytest.raises(StagewiseError, match=re.escape("folder lists a/caf\\xe9.png twice")):
+        ingest_stage(tmp_path, "data=folder", f"data.root={root}")
+
+
+@pytest.fixture
+def labelled_folder(tmp_path):
+    return write_image_folder(tmp_path / "data", {"x": 4, "y": 4})
+
+
+def test_rows_without_a_label_are_skipped_and_reported(labelled_folder, tmp_path):
+    table = labelled_folder / "labels.csv"
+    rows = ["x/0.png,x", "x/1.png,", "x/2.png,x", "x/3.png, ", "y/0.png,nan", "y/1.png,NaN",
+            "y/2.png,y", "y/3.png,None"]  # fmt: skip
+    table.write_text("path,label\n" + "\n".join(rows) + "\n")
+    manifest, report = ingest_stage(
+        tmp_path, "data=table", f"data.table={table}", "data.max_bad_fraction=0.9"
+    )
+    assert sorted(manifest["label"]) == ["x", "x", "y"]  # no '', 'nan', 'NaN' or 'None' class
+    assert [(bad["row"], bad["id"]) for bad in report["bad_files"]] == [
+        (2, "x/1.png"), (4, "x/3.png"), (5, "y/0.png"), (6, "y/1.png"), (8, "y/3.png"),
+    ]  # fmt: skip
+    assert {bad["reason"] for bad in report["bad_files"]} == {"no label: the label column is empty"}
+
+
+def test_parquet_rows_without_a_label_are_skipped_and_integer_labels_stay_integers(
+    labelled_folder, tmp_path
+):
+    paths = [f"{c}/{i}.png" for c in "xy" for i in range(3)]  # 6 of the 8 images
+    table = labelled_folder / "labels.parquet"
+    # written by pyarrow, as by polars or Spark: no pandas metadata to restore the dtype from
+    pq.write_table(pa.table({"path": paths, "label": [0, 0, None, 1, 1, None]}), table)
+    manifest, report = ingest_stage(
+        tmp_path, "data=table", f"data.table={table}", "data.max_bad_fraction=0.5"
+    )
+    assert sorted(manifest["label"]) == ["0", "0", "1", "1"]  # not "0.0" or "nan"
+    assert [(bad["row"], bad["id"]) for bad in report["bad_files"]] == [
+        (3, "x/2.png"), (6, "y/2.png"),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def escaping_table(tmp_path, labelled_folder):
+    """A table under data/ whose rows 4-7 point out of data/ by ../, an absolute path, a
+    symlink and /etc/passwd; every target outside is a real image (or file)."""
+    outside = tmp_path / "elsewhere"
+    for i in range(3):
+        images.solid_png(outside / f"{i}.png", (200, 10 * i, 0))
+    (labelled_folder / "x" / "link.png").symlink_to(outside / "2.png")
+    rows = ["x/0.png,x", "x/1.png,x", "y/0.png,y", "../elsewhere/0.png,x",
+            f"{outside / '1.png'},y", "x/link.png,x", "/etc/passwd,y", "y/1.png,y"]  # fmt: skip
+    table = labelled_folder / "labels.csv"
+    table.write_text("path,label\n" + "\n".join(rows) + "\n")
+    return table
+
+
+@pytest.mark.parametrize("where", ["the table folder", "data.root"])
+def test_table_paths_outside_the_root_are_refused_and_reported(escaping_table, tmp_path, where):
+    root = [f"data.root={escaping_table.parent}"] if where == "data.root" else []
+    manifest, report = ingest_stage(tmp_path, "data=table", f"data.table={escaping_table}",
+                                    "data.max_bad_fraction=0.6", *root)  # fmt: skip
+    assert sorted(manifest["id"]) == ["x/0.png", "x/1.png", "y/0.png", "y/1.png"]
+    refused = {bad["row"]: bad for bad in report["bad_files"]}
+    assert sorted(refused) == [4, 5, 6, 7]
+    reason = f"outside {where} {escaping_table.parent}; set data.allow_outside_root=true"
+    assert all(bad["reason"].startswith(reason) for bad in refused.values())
+    assert refused[7]["id"] == "/etc/passwd" and refused[4]["id"] == "../elsewhere/0.png"
+
+
+def test_allow_outside_root_reads_the_table_paths_as_given(escaping_table, tmp_path):
+    manifest, report = ingest_stage(tmp_path, "data=table", f"data.table={escaping_table}",
+                                    "data.allow_outside_root=true", "data.max_bad_fraction=0.2")  # fmt: skip
+    assert len(manifest) == 7 and "x/link.png" in set(manifest["id"])
+    assert [(bad["row"], bad["id"]) for bad in report["bad_files"]] == [(7, "/etc/passwd")]
+    assert report["bad_files"][0]["reason"].startswith("not an image")
+
+
+def test_a_repeated_table_row_is_named(labelled_folder, tmp_path):
+    table = labelled_folder / "labels.csv"
+    table.write_text("path,label\nx/0.png,x\ny/0.png,y\nx/1.png,x\n./x/0.png,y\n")
+    with pytest.raises(StagewiseError, match=r"labels.csv: row 4 \(x/0.png\) repeats row 1"):
+        ingest_stage(tmp_path, "data=table", f"data.table={table}")

@@ -1,0 +1,36 @@
+"""Files written through pipeline.io: atomic, and with the permissions the user's umask asks."""
+
+import os
+import stat
+
+import pandas as pd
+import pytest
+
+from pipeline.io import atomic_write, write_json
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, then put the previous one back."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_permissions_the_umask_asks_for(tmp_path, umask, mask, expected):
+    umask(mask)
+    report = tmp_path / "data/ingested/report.json"
+    write_json(report, {"rejected": []})
+    table = tmp_path / "data/split/split.parquet"
+    atomic_write(table, lambda tmp: pd.DataFrame({"id": [1]}).to_parquet(tmp))
+    write_json(report, {"rejected": ["again"]})  # replacing a file, too
+    assert (mode(report), mode(table)) == (expected, expected)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "report.json",
+        "split.parquet",
+    ]  # no temporary file left behind
