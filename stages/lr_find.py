@@ -7,10 +7,9 @@ its params, so sweeping train.lr or train.epochs does not rerun it.
 
 import logging
 import math
-from dataclasses import asdict
 
 from pipeline import tracking
-from pipeline.config import Config
+from pipeline.config import Config, to_dict
 from pipeline.io import atomic_write, write_csv, write_json
 from pipeline.learner import create_learner, data_tags
 from pipeline.lr_find import lr_find
@@ -38,7 +37,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> float:
     figure = lr_find_figure(found.lrs, found.losses, found.suggestion)
     atomic_write(paths.lr_find_plot, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     tags = {"stage": "lr_find", **tracking.source_tags("stages.lr_find"), **data_tags(paths)}
-    with tracking.training_run(paths, asdict(cfg), tags, f"lr_find-{cfg.model.arch}") as run_id:
+    with tracking.training_run(paths, to_dict(cfg), tags, f"lr_find-{cfg.model.arch}") as run_id:
         tracking.log_series(paths, run_id, {"lr_find_lr": found.lrs, "lr_find_loss": found.losses})
         tracking.log_metrics(paths, run_id, {"suggested_lr": found.suggestion})
         tracking.log_figure(paths, run_id, figure, "lr_find.png")

@@ -5,13 +5,12 @@ folder, so a sweep never overwrites the pipeline's tracked outputs.
 """
 
 import logging
-from dataclasses import asdict
 
 from pipeline import tracking
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import Config, config_digest
-from pipeline.engine import MONITORS, Callback, EpochResult, fit, overfit_one_batch
+from pipeline.config import Config, Monitor, config_digest, to_dict
+from pipeline.engine import Callback, EpochResult, fit, overfit_one_batch
 from pipeline.errors import StagewiseError
 from pipeline.io import write_csv, write_json
 from pipeline.learner import Learner, create_learner, data_tags
@@ -34,7 +33,7 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
     with (
         tracking.training_run(
-            paths, asdict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
+            paths, to_dict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
         ) as run_id,
         tracking.MetricBuffer(paths, run_id) as epochs,
     ):
@@ -67,9 +66,9 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
 
 def objective(result: EpochResult, metric: str) -> float:
     """What a sweeper optimizes: compare.metric of the kept epoch (e.g. valid_error_rate)."""
-    if metric not in MONITORS:
+    if metric not in list(Monitor):
         raise StagewiseError(
-            f"compare.metric={metric!r}: a sweep can optimize {', '.join(MONITORS)}"
+            f"compare.metric={metric!r}: a sweep can optimize {', '.join(Monitor)}"
         )
     return getattr(result, metric)
 
