@@ -16,6 +16,7 @@ from pipeline.paths import PROJECT_ROOT
 from pipeline.tracking import flatten
 from stages.common import validated
 from tests.conftest import compose_config
+from tests.project import ProjectCopy
 
 
 def test_params_yaml_equals_conf_composed():
@@ -107,3 +108,47 @@ def test_the_config_as_a_dict_is_params_yaml_in_plain_values():
     assert yaml.safe_dump(defining_config(cfg))
     assert flatten(to_dict(cfg))["split.strategy"] == params["split"]["strategy"] == "random"
     assert json.dumps(cfg.train.device) == '"auto"' and f"{cfg.data.resize}" == "squish"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> ProjectCopy:
+    return ProjectCopy.create(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epochs=abc", "train.epochs: Value 'abc' of type 'str' could not be converted"),
+        ("train.epocs=3", "train.epocs: no such key; did you mean train.epochs?"),
+        ("model=nope", "model=nope: there is no conf/model/nope.yaml; use one of "),
+        ("split.strategy=randm", "split.strategy: Invalid value 'randm', expected one of"),
+        ("data=folder", "data.root: "),  # ??? in conf/data/folder.yaml: a value is needed
+    ],
+)
+def test_compose_refuses_a_bad_override_in_one_line_and_keeps_params_yaml(
+    project, override, expected
+):
+    before = (project.root / "params.yaml").read_bytes()
+    result = project.run("python", "scripts/compose_params.py", override, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: config: {expected}")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert (project.root / "params.yaml").read_bytes() == before
+
+
+def test_compose_writes_a_good_override(project):
+    project.compose("train.epochs=3")
+    assert "  epochs: 3\n" in (project.root / "params.yaml").read_text()
+    project.compose()
+    assert project.run("python", "scripts/compose_params.py", "--check").returncode == 0
+
+
+def test_run_sh_stops_on_a_typo_before_dvc_runs(project):
+    before = (project.root / "params.yaml").read_bytes()
+    result = project.run("bash", "scripts/run.sh", "train.epochs=abc", check=False)
+    assert result.returncode != 0
+    # only compose_params's line: DVC would print its stages (and delete their outputs)
+    assert (result.stdout + result.stderr).strip().startswith("error: config: train.epochs: ")
+    assert (result.stdout + result.stderr).count("\n") == 1
+    assert (project.root / "params.yaml").read_bytes() == before
