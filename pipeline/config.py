@@ -2,43 +2,121 @@
 
 The values live in conf/ (composed into params.yaml); these dataclasses only say which keys
 exist and what type each has, so a mistyped or unknown key fails before any work starts.
-Fields without a default must be present in params.yaml.
+No field has a default: conf/ is the one source of values, and a key missing from
+params.yaml is an error (tests/test_config.py checks that no default creeps back in).
+A key with a fixed set of choices is an Enum: OmegaConf refuses any other value, naming the
+key and the choices. They are StrEnums, so each member is its own string: it compares equal
+to it, and str(), f-strings and json.dumps give it (MLflow params, the config digest).
 """
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from enum import Enum, StrEnum
+
+
+class Source(StrEnum):
+    """Where the images come from (pipeline.sources)."""
+
+    digits = "digits"
+    folder = "folder"
+    table = "table"
+
+
+class Label(StrEnum):
+    """How an image gets its label (pipeline.sources)."""
+
+    parent = "parent"
+    regex = "regex"
+    column = "column"
+
+
+class Resize(StrEnum):
+    """fastai's resize methods (pipeline.decode)."""
+
+    squish = "squish"
+    crop = "crop"
+    pad = "pad"
+
+
+class Duplicates(StrEnum):
+    """What ingest does with byte-identical files."""
+
+    keep_first = "keep_first"
+    keep_all = "keep_all"
+    fail = "fail"
+
+
+class Strategy(StrEnum):
+    """How images are split into train/valid/test (pipeline.split)."""
+
+    random = "random"
+    group = "group"
+    time = "time"
+    folder = "folder"
+    list = "list"
+
+
+class Leakage(StrEnum):
+    """What a leak between splits does: stop the split, or only warn."""
+
+    fail = "fail"
+    warn = "warn"
+
+
+class TimeUnit(StrEnum):
+    """How a table's time column is read: auto (ISO-8601, or s/ms by magnitude), iso, s, ms."""
+
+    auto = "auto"
+    iso = "iso"
+    s = "s"
+    ms = "ms"
+
+
+class Device(StrEnum):
+    auto = "auto"  # CUDA when available, else the CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Monitor(StrEnum):
+    """The epoch metrics early stopping (and a sweep) can watch."""
+
+    train_loss = "train_loss"
+    valid_loss = "valid_loss"
+    valid_accuracy = "valid_accuracy"
+    valid_error_rate = "valid_error_rate"
 
 
 @dataclass
 class DataConfig:
-    source: str
+    source: Source
     root: str | None
     table: str | None
-    label: str
+    label: Label
     label_regex: str | None
     split_folders: bool
     allow_outside_root: bool
     extensions: list[str]
     image_size: int
     channels: int
-    resize: str
+    resize: Resize
     background: list[int]
     max_pixels: int
     max_bad_fraction: float
-    duplicates: str
+    duplicates: Duplicates
 
 
 @dataclass
 class SplitConfig:
-    strategy: str
+    strategy: Strategy
     valid_pct: float
     test_pct: float
     seed: int
     group_regex: str | None
     list_file: str | None
-    leakage: str
-    time_unit: str
+    leakage: Leakage
+    time_unit: TimeUnit
 
 
 @dataclass
@@ -48,7 +126,7 @@ class ModelConfig:
     dropout: float
     # null, torchvision's named weights (DEFAULT, IMAGENET1K_V1, ...), a local file
     # (.safetensors or a state dict) or runs:/<run id> of an earlier training run.
-    weights: str | None = None
+    weights: str | None
 
 
 @dataclass
@@ -57,23 +135,23 @@ class AugmentConfig:
     translate: float
     scale: float
     flip: bool
-    crop: float = 1.0
-    brightness: float = 0.0
-    contrast: float = 0.0
+    crop: float
+    brightness: float
+    contrast: float
 
 
 @dataclass
 class FineTuneConfig:
-    freeze_epochs: int = 0
-    lr_mult: float = 100.0
-    layer_groups: int = 3
+    freeze_epochs: int
+    lr_mult: float
+    layer_groups: int
 
 
 @dataclass
 class EarlyStoppingConfig:
-    monitor: str = "valid_loss"
-    patience: int = 0
-    keep_best: bool = False
+    monitor: Monitor
+    patience: int
+    keep_best: bool
 
 
 @dataclass
@@ -84,15 +162,15 @@ class TrainConfig:
     weight_decay: float
     pct_start: float
     label_smoothing: float
-    device: str
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(0.0, 0.0, 0.0, False))
-    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    overfit_patience: int = 3
-    deterministic: bool = False
-    resume: bool = False
-    compile: bool = False
-    overfit_one_batch: bool = False
+    device: Device
+    augment: AugmentConfig
+    fine_tune: FineTuneConfig
+    early_stopping: EarlyStoppingConfig
+    overfit_patience: int
+    deterministic: bool
+    resume: bool
+    compile: bool
+    overfit_one_batch: bool
 
 
 # Settings that say how a model is trained, not which model results: they are left out of
@@ -108,7 +186,7 @@ class EvalConfig:
     allow_test_sweep: bool
     register_as: str | None
     register_min_accuracy: float
-    tta: int = 0
+    tta: int
 
 
 @dataclass
@@ -128,7 +206,7 @@ class CompareConfig:
 class TrackingConfig:
     experiment: str
     # Also log CPU/GPU/memory use every few seconds (MLflow system metrics).
-    system_metrics: bool = False
+    system_metrics: bool
 
 
 @dataclass
@@ -147,9 +225,20 @@ class Config:
 DEFINING = ("data", "split", "model", "train", "seed")
 
 
+def to_dict(cfg: Config) -> dict:
+    """The config as plain dicts, lists, strings and numbers, as params.yaml has it: each Enum
+    member becomes its string (YAML dumpers, e.g. MLflow's log_dict, write a str subclass
+    as a Python object)."""
+
+    def plain(items: list[tuple[str, object]]) -> dict:
+        return {k: str(v) if isinstance(v, Enum) else v for k, v in items}
+
+    return asdict(cfg, dict_factory=plain)
+
+
 def defining_config(cfg: Config) -> dict:
     """The parts of the config that decide which model training produces."""
-    defining = {k: v for k, v in asdict(cfg).items() if k in DEFINING}
+    defining = {k: v for k, v in to_dict(cfg).items() if k in DEFINING}
     defining["train"] = {k: v for k, v in defining["train"].items() if k not in HOW_TO_RUN}
     return defining
 

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.config import DataConfig
-from pipeline.decode import RESIZE_METHODS, BadImage, Decoded, DecodeSettings, convert, decode_bytes
+from pipeline.decode import BadImage, Decoded, DecodeSettings, convert, decode_bytes
 from pipeline.errors import StagewiseError
 from pipeline.progress import progress
 from pipeline.sources import Item, list_items, path_text
@@ -27,7 +27,6 @@ from pipeline.store import StoreWriter
 MANIFEST_COLUMNS = [
     "id", "path", "index", "label", "group", "time", "folder_split", "sha256", "height", "width", "mode",
 ]  # fmt: skip
-DUPLICATE_POLICIES = ("keep_first", "keep_all", "fail")
 # Below this many files a process pool costs more than it saves.
 PARALLEL_MIN_ITEMS = 64
 
@@ -44,12 +43,6 @@ def check_data_config(cfg: DataConfig) -> None:
     if cfg.image_size < 1:
         raise StagewiseError(
             f"data.image_size={cfg.image_size}: must be a positive number of pixels"
-        )
-    if cfg.resize not in RESIZE_METHODS:
-        raise StagewiseError(f"data.resize={cfg.resize!r}: use one of {', '.join(RESIZE_METHODS)}")
-    if cfg.duplicates not in DUPLICATE_POLICIES:
-        raise StagewiseError(
-            f"data.duplicates={cfg.duplicates!r}: use one of {', '.join(DUPLICATE_POLICIES)}"
         )
     if len(cfg.background) != 3 or not all(0 <= v <= 255 for v in cfg.background):
         raise StagewiseError(f"data.background={cfg.background}: give [r, g, b] with values 0..255")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-RESIZE_METHODS = ("squish", "crop", "pad")
+from pipeline.config import Resize
+
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ORIENTATION_TAG = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
@@ -28,7 +29,7 @@ class BadImage(Exception):
 class DecodeSettings:
     size: int
     channels: int  # 1 = greyscale, 3 = RGB
-    resize: str  # one of RESIZE_METHODS
+    resize: Resize
     background: tuple[int, int, int]  # behind transparent pixels, and padding
     max_pixels: int
 
@@ -104,14 +105,14 @@ def to_channels(image: Image.Image, channels: int, background: tuple[int, int, i
 
 
 def fit(
-    image: Image.Image, size: int, method: str, color: int | tuple[int, int, int]
+    image: Image.Image, size: int, method: Resize, color: int | tuple[int, int, int]
 ) -> Image.Image:
     """Resize to size x size: squish (ignore aspect), crop (centre) or pad (letterbox)."""
     if image.size == (size, size):
         return image
     resample = Image.Resampling.BILINEAR
-    if method == "squish":
+    if method == Resize.squish:
         return image.resize((size, size), resample)
-    if method == "crop":
+    if method == Resize.crop:
         return ImageOps.fit(image, (size, size), method=resample)
     return ImageOps.pad(image, (size, size), method=resample, color=color)

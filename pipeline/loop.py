@@ -43,9 +43,6 @@ class EpochResult:
         return {k: v for k, v in asdict(self).items() if k != "epoch"}
 
 
-MONITORS = ("train_loss", "valid_loss", "valid_accuracy", "valid_error_rate")
-
-
 @dataclass
 class FitState:
     """What the loop and its callbacks share; a checkpoint saves it to resume from."""
@@ -88,11 +85,6 @@ def check_train_config(cfg: TrainConfig, n_train: int) -> None:
         (
             cfg.fine_tune.layer_groups >= 1,
             f"train.fine_tune.layer_groups={cfg.fine_tune.layer_groups}: must be 1 or more",
-        ),
-        (
-            cfg.early_stopping.monitor in MONITORS,
-            f"train.early_stopping.monitor={cfg.early_stopping.monitor!r}: use one of "
-            + ", ".join(MONITORS),
         ),
         (n_train >= 2, f"the train split has {n_train} image(s); training needs at least 2"),
     ]

@@ -1,57 +1,56 @@
-"""Classification metrics from predictions: accuracy, error rate, precision/recall/F1, confusion.
+"""Classification metrics from predictions, computed by scikit-learn: accuracy, error rate,
+balanced accuracy, precision/recall/F1 (per class, macro, weighted) and the confusion matrix.
 
-Pure numpy, so they can be checked against scikit-learn and reused by every stage.
+Hand-written here only what scikit-learn lacks: each image's loss (top losses need it per
+image; sklearn's log_loss only sums or averages, so the log loss is their mean), top-k
+accuracy with argmax's tie-break, fastai's most_confused, and the rows of DVC's confusion plot.
 """
 
 import numpy as np
+from sklearn import metrics as sk
 
 
 def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """counts[i, j] = images of class i predicted as class j."""
-    return np.bincount(actual * n_classes + predicted, minlength=n_classes**2).reshape(
-        n_classes, n_classes
-    )
+    """counts[i, j] = images of class i predicted as class j; every class has a row and a
+    column, also one absent from both."""
+    return sk.confusion_matrix(actual, predicted, labels=range(n_classes))
 
 
 def classification_metrics(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
-    """accuracy, error_rate and macro precision/recall/F1, plus the same per class.
+    """accuracy, error_rate, balanced accuracy and macro/weighted precision/recall/F1, plus
+    precision/recall/F1/support per class.
 
-    A class never predicted has precision 0 (and one absent from `actual` recall 0), as
-    scikit-learn does with zero_division=0.
+    A class never predicted has precision 0 (and one absent from `actual` recall 0):
+    zero_division=0. Macro averages count every class of `classes`, present or not.
     """
-    counts = confusion_matrix(actual, predicted, len(classes))
-    hits = np.diag(counts).astype(float)
-    predicted_per_class = counts.sum(axis=0)
-    actual_per_class = counts.sum(axis=1)
-    precision = np.divide(
-        hits, predicted_per_class, out=np.zeros_like(hits), where=predicted_per_class > 0
-    )
-    recall = np.divide(hits, actual_per_class, out=np.zeros_like(hits), where=actual_per_class > 0)
-    denominator = precision + recall
-    f1 = np.divide(
-        2 * precision * recall, denominator, out=np.zeros_like(hits), where=denominator > 0
-    )
-    accuracy = float(hits.sum() / max(len(actual), 1))
-    weights = actual_per_class / max(actual_per_class.sum(), 1)
-    return {
+    labels = range(len(classes))
+    scores = {
+        average: sk.precision_recall_fscore_support(
+            actual, predicted, labels=labels, average=average, zero_division=0
+        )
+        for average in (None, "macro", "weighted")
+    }
+    accuracy = float(sk.accuracy_score(actual, predicted))
+    result = {
         "accuracy": accuracy,
         "error_rate": 1.0 - accuracy,
-        # mean recall over the classes that occur: accuracy that every class counts equally in
-        "balanced_accuracy": float(recall[actual_per_class > 0].mean()),
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
-        "precision_weighted": float(precision @ weights),
-        "recall_weighted": float(recall @ weights),
-        "f1_weighted": float(f1 @ weights),
+        # Mean recall over the classes that occur: accuracy that every class counts equally in.
+        # This is sklearn's balanced_accuracy_score, without its warning when a class absent
+        # from `actual` is predicted (a small valid split may lack a class).
+        "balanced_accuracy": float(
+            sk.recall_score(actual, predicted, labels=np.unique(actual), average="macro")
+        ),
         "images": len(actual),
-        "per_class": {
-            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(
-                classes, precision, recall, f1, actual_per_class, strict=True
-            )
-        },
     }
+    for average in ("macro", "weighted"):
+        for name, value in zip(("precision", "recall", "f1"), scores[average][:3], strict=True):
+            result[f"{name}_{average}"] = float(value)
+    precision, recall, f1, support = scores[None]
+    result["per_class"] = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
+    }
+    return result
 
 
 def confusion_rows(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> list[dict]:
@@ -65,11 +64,26 @@ def confusion_rows(actual: np.ndarray, predicted: np.ndarray, classes: list[str]
 def probability_metrics(proba: np.ndarray, actual: np.ndarray, top_k: int) -> dict:
     """Log loss and top-k accuracy, from class probabilities (N x classes)."""
     k = min(top_k, proba.shape[1])
-    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
     return {
+        # The mean of the per-image losses that top losses show, so the two always agree.
+        # Not sklearn's log_loss: it clips at the eps of the probabilities' dtype, which for
+        # torch's float32 caps a confidently wrong image's loss at 15.9 instead of 34.5
+        # (tests/test_metrics.py checks that the two agree on float64 probabilities).
         "log_loss": float(image_losses(proba, actual).mean()),
-        f"top_{k}_accuracy": float((top == actual[:, None]).any(axis=1).mean()),
+        f"top_{k}_accuracy": top_k_accuracy(proba, actual, k),
     }
+
+
+def top_k_accuracy(proba: np.ndarray, actual: np.ndarray, k: int) -> float:
+    """Share of images whose class is among the k most probable; ties go to the lower class
+    index, as argmax's do, so top-1 accuracy is the accuracy.
+
+    Not sklearn's top_k_accuracy_score: it breaks ties toward the higher index (ties happen
+    when a confident model's small float32 probabilities underflow to 0), and it refuses a
+    two-column score matrix when there are two classes.
+    """
+    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return float((top == actual[:, None]).any(axis=1).mean())
 
 
 def image_losses(proba: np.ndarray, actual: np.ndarray) -> np.ndarray:

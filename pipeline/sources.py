@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, Label, Source
 from pipeline.errors import StagewiseError
 
-SOURCES = ("digits", "folder", "table")
-LABELLERS = ("parent", "regex", "column")
 SPLIT_FOLDERS = ("train", "valid", "test")
 
 
@@ -50,17 +48,9 @@ class Listing:
 
 def list_items(cfg: DataConfig) -> Listing:
     """All candidate images of the configured source, sorted by id."""
-    if cfg.source not in SOURCES:
-        raise StagewiseError(
-            f"data.source={cfg.source!r} is unknown; use one of {', '.join(SOURCES)}"
-        )
-    if cfg.label not in LABELLERS:
-        raise StagewiseError(
-            f"data.label={cfg.label!r} is unknown; use one of {', '.join(LABELLERS)}"
-        )
-    if cfg.source == "digits":
+    if cfg.source == Source.digits:
         listing = Listing(digits_items(), [])
-    elif cfg.source == "folder":
+    elif cfg.source == Source.folder:
         listing = folder_items(cfg)
     else:
         listing = table_items(cfg)
@@ -116,7 +106,7 @@ def existing_root(cfg: DataConfig) -> Path:
 
 def labeller(cfg: DataConfig):
     """A function (relative path, table label or None) -> label, raising ValueError if none."""
-    if cfg.label == "regex":
+    if cfg.label == Label.regex:
         if not cfg.label_regex:
             raise StagewiseError(
                 "data.label=regex needs data.label_regex, e.g. '^(.+)_\\d+\\.jpg$'"
@@ -139,8 +129,8 @@ def labeller(cfg: DataConfig):
             return match.group(1)
 
         return by_regex
-    if cfg.label == "column":
-        if cfg.source != "table":
+    if cfg.label == Label.column:
+        if cfg.source != Source.table:
             raise StagewiseError("data.label=column needs data.source=table")
         return column_label
 
@@ -217,7 +207,7 @@ def table_items(cfg: DataConfig) -> Listing:
         )
     table_path = Path(cfg.table).expanduser()
     table = read_table(table_path)
-    needed = {"path"} | ({"label"} if cfg.label == "column" else set())
+    needed = {"path"} | ({"label"} if cfg.label == Label.column else set())
     if missing := needed - set(table.columns):
         raise StagewiseError(
             f"data.table={cfg.table}: missing column(s) {', '.join(sorted(missing))}; "

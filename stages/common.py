@@ -36,14 +36,15 @@ failed_jobs: list[str] = []
 
 def validated(cfg: DictConfig) -> Config:
     """params.yaml checked against pipeline.config's schema: unknown, missing or mistyped
-    keys fail here, before any work."""
+    keys, and values outside an Enum's choices, fail here, before any work (and in
+    scripts/compose_params.py, before params.yaml is written)."""
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
     except OmegaConfBaseException as e:
         first_line = str(e).splitlines()[0]
-        key = f" (key {e.full_key})" if getattr(e, "full_key", None) else ""
+        key = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
         raise StagewiseError(
-            f"config: {first_line}{key}; fix the override, or fix conf/ and recompose "
+            f"config: {key}{first_line}; fix the override, or fix conf/ and recompose "
             "params.yaml (python scripts/compose_params.py)"
         ) from None
 

@@ -7,10 +7,9 @@ its params, so sweeping train.lr or train.epochs does not rerun it.
 
 import logging
 import math
-from dataclasses import asdict
 from functools import partial
 
-from pipeline.config import Config
+from pipeline.config import Config, to_dict
 from pipeline.io import atomic_write, write_csv, write_json
 from pipeline.learner import create_learner, data_tags
 from pipeline.lr_find import lr_find
@@ -40,7 +39,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> float:
     figure = lr_find_figure(found.lrs, found.losses, found.suggestion)
     atomic_write(paths.lr_find_plot, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     tags = {"stage": "lr_find", **source_tags("stages.lr_find"), **data_tags(paths)}
-    with training_run(paths, asdict(cfg), tags, f"lr_find-{cfg.model.arch}") as run:
+    with training_run(paths, to_dict(cfg), tags, f"lr_find-{cfg.model.arch}") as run:
         run.log_series({"lr_find_lr": found.lrs, "lr_find_loss": found.losses})
         run.log_metrics({"suggested_lr": found.suggestion})
         run.log_figure(figure, "lr_find.png")

@@ -5,18 +5,17 @@ folder, so a sweep never overwrites the pipeline's tracked outputs.
 """
 
 import logging
-from dataclasses import asdict
 from functools import partial
 
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import Config, config_digest
+from pipeline.config import Config, Monitor, config_digest, to_dict
 from pipeline.device import device_tags
 from pipeline.errors import StagewiseError
 from pipeline.inference import Classifier
 from pipeline.io import write_csv, write_json
 from pipeline.learner import Learner, create_learner, data_tags
-from pipeline.loop import MONITORS, Callback, EpochResult, fit, overfit_one_batch
+from pipeline.loop import Callback, EpochResult, fit, overfit_one_batch
 from pipeline.models import save_model
 from pipeline.paths import ModelFiles, Paths
 from pipeline.tracking.models import log_model, run_model_files
@@ -38,7 +37,7 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
     with (
         training_run(
-            paths, asdict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
+            paths, to_dict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
         ) as run,
         MetricBuffer(run) as epochs,
     ):
@@ -73,9 +72,9 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
 
 def objective(result: EpochResult, metric: str) -> float:
     """What a sweeper optimizes: compare.metric of the kept epoch (e.g. valid_error_rate)."""
-    if metric not in MONITORS:
+    if metric not in list(Monitor):
         raise StagewiseError(
-            f"compare.metric={metric!r}: a sweep can optimize {', '.join(MONITORS)}"
+            f"compare.metric={metric!r}: a sweep can optimize {', '.join(Monitor)}"
         )
     return getattr(result, metric)
 

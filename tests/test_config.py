@@ -1,15 +1,22 @@
-"""params.yaml is conf/ composed; bad keys fail at start with a message naming them."""
+"""params.yaml is conf/ composed; bad keys and values fail at start (in compose_params.py, before\nparams.yaml is written) with one line naming them."""
 
+import json
 import subprocess
 import sys
+from dataclasses import MISSING, Field, fields, is_dataclass
+from enum import EnumMeta
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
+from pipeline.config import Config, defining_config, to_dict
 from pipeline.errors import StagewiseError
 from pipeline.paths import PROJECT_ROOT
+from pipeline.tracking.runs import flatten
 from stages.common import validated
 from tests.conftest import compose_config
+from tests.project import ProjectCopy
 
 
 def test_params_yaml_equals_conf_composed():
@@ -49,3 +56,99 @@ def test_mistyped_value_is_named():
 def test_folder_source_requires_a_root():
     with pytest.raises(StagewiseError, match=r"data\.root"):
         compose_config("data=folder")
+
+
+def schema_fields(schema: type = Config, prefix: str = "") -> list[tuple[str, Field]]:
+    """(dotted key, field) for every leaf of the schema."""
+    found = []
+    for f in fields(schema):
+        key = f"{prefix}{f.name}"
+        found += schema_fields(f.type, f"{key}.") if is_dataclass(f.type) else [(key, f)]
+    return found
+
+
+CHOICES = [(key, f.type) for key, f in schema_fields() if isinstance(f.type, EnumMeta)]
+
+
+def test_the_keys_with_fixed_choices_are_enums():
+    assert {key for key, _ in CHOICES} >= {
+        "data.source", "data.label", "data.resize", "data.duplicates", "split.strategy",
+        "split.leakage", "train.device", "train.early_stopping.monitor",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "choices"), CHOICES, ids=[key for key, _ in CHOICES])
+def test_a_value_outside_the_choices_fails_at_start_naming_key_and_choices(key, choices):
+    with pytest.raises(StagewiseError) as raised:
+        compose_config(f"{key}=nope")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"{key}: Invalid value 'nope', expected one of [{', '.join(choices)}]" in message
+
+
+def test_no_schema_field_has_a_default_so_conf_is_the_one_source_of_values():
+    with_default = [
+        key for key, f in schema_fields() if f.default is not MISSING or f.default_factory is not MISSING
+    ]  # fmt: skip
+    assert with_default == []
+
+
+def test_a_key_missing_from_params_is_refused():
+    cfg = OmegaConf.load(PROJECT_ROOT / "params.yaml")
+    del cfg.train.fine_tune.freeze_epochs
+    with pytest.raises(StagewiseError, match=r"train\.fine_tune\.freeze_epochs: .*missing"):
+        validated(cfg)
+
+
+def test_the_config_as_a_dict_is_params_yaml_in_plain_values():
+    """MLflow params and config.yaml, and the config digest, see strings, not Enum members."""
+    cfg = compose_config()
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    assert yaml.safe_load(yaml.safe_dump(to_dict(cfg))) == params  # safe_dump refuses Enums
+    assert yaml.safe_dump(defining_config(cfg))
+    assert flatten(to_dict(cfg))["split.strategy"] == params["split"]["strategy"] == "random"
+    assert json.dumps(cfg.train.device) == '"auto"' and f"{cfg.data.resize}" == "squish"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> ProjectCopy:
+    return ProjectCopy.create(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epochs=abc", "train.epochs: Value 'abc' of type 'str' could not be converted"),
+        ("train.epocs=3", "train.epocs: no such key; did you mean train.epochs?"),
+        ("model=nope", "model=nope: there is no conf/model/nope.yaml; use one of "),
+        ("split.strategy=randm", "split.strategy: Invalid value 'randm', expected one of"),
+        ("data=folder", "data.root: "),  # ??? in conf/data/folder.yaml: a value is needed
+    ],
+)
+def test_compose_refuses_a_bad_override_in_one_line_and_keeps_params_yaml(
+    project, override, expected
+):
+    before = (project.root / "params.yaml").read_bytes()
+    result = project.run("python", "scripts/compose_params.py", override, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: config: {expected}")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert (project.root / "params.yaml").read_bytes() == before
+
+
+def test_compose_writes_a_good_override(project):
+    project.compose("train.epochs=3")
+    assert "  epochs: 3\n" in (project.root / "params.yaml").read_text()
+    project.compose()
+    assert project.run("python", "scripts/compose_params.py", "--check").returncode == 0
+
+
+def test_run_sh_stops_on_a_typo_before_dvc_runs(project):
+    before = (project.root / "params.yaml").read_bytes()
+    result = project.run("bash", "scripts/run.sh", "train.epochs=abc", check=False)
+    assert result.returncode != 0
+    # only compose_params's line: DVC would print its stages (and delete their outputs)
+    assert (result.stdout + result.stderr).strip().startswith("error: config: train.epochs: ")
+    assert (result.stdout + result.stderr).count("\n") == 1
+    assert (project.root / "params.yaml").read_bytes() == before

@@ -1,4 +1,5 @@
-"""Our metrics agree with scikit-learn's on the same predictions."""
+"""The metrics are right on a case worked out by hand, and agree with scikit-learn's
+(the parts still hand-written: top-k, log loss) on random predictions."""
 
 import numpy as np
 import pytest
@@ -88,3 +89,53 @@ def test_most_confused_counts_off_diagonal_pairs_most_first():
     assert most_confused(actual, predicted, ["a", "b", "c"], min_count=2) == [
         {"actual": "a", "predicted": "b", "count": 2}
     ]
+
+
+def test_a_case_worked_out_by_hand():
+    # confusion (rows actual a, b, c; columns predicted): [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    actual = np.array([0, 0, 1, 1, 2])
+    proba = np.array(
+        [[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.5, 0.3, 0.2]]
+    )
+    predicted = proba.argmax(axis=1)  # 0, 1, 1, 1, 0
+    result = classification_metrics(actual, predicted, ["a", "b", "c"])
+    precision, recall, f1 = [1 / 2, 2 / 3, 0.0], [1 / 2, 1.0, 0.0], [1 / 2, 4 / 5, 0.0]
+    expected = {
+        "accuracy": 3 / 5,
+        "error_rate": 2 / 5,
+        "balanced_accuracy": 1 / 2,
+        "precision_macro": sum(precision) / 3,
+        "recall_macro": sum(recall) / 3,
+        "f1_macro": sum(f1) / 3,
+        "precision_weighted": (2 * precision[0] + 2 * precision[1]) / 5,
+        "recall_weighted": (2 * recall[0] + 2 * recall[1]) / 5,
+        "f1_weighted": (2 * f1[0] + 2 * f1[1]) / 5,
+        "images": 5,
+    }
+    assert {k: v for k, v in result.items() if k != "per_class"} == pytest.approx(expected)
+    assert result["per_class"]["b"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 1.0, "f1": 4 / 5, "support": 2}
+    )
+    np.testing.assert_array_equal(
+        confusion_matrix(actual, predicted, 3), [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    )
+    probabilistic = probability_metrics(proba, actual, top_k=2)
+    assert probabilistic == pytest.approx(
+        {"log_loss": -np.log([0.7, 0.4, 0.8, 0.6, 0.2]).mean(), "top_2_accuracy": 4 / 5}
+    )
+
+
+def test_top_k_ties_go_to_the_lower_class_as_argmax_does():
+    proba = np.array([[0.25, 0.5, 0.25], [0.5, 0.5, 0.0]], dtype=np.float32)
+    assert probability_metrics(proba, np.array([0, 0]), top_k=2)["top_2_accuracy"] == 1.0
+    assert probability_metrics(proba, np.array([2, 1]), top_k=2)["top_2_accuracy"] == 0.5
+    top_1 = probability_metrics(proba, np.array([1, 1]), top_k=1)["top_1_accuracy"]
+    accuracy = classification_metrics(np.array([1, 1]), proba.argmax(axis=1), ["a", "b", "c"])
+    assert top_1 == accuracy["accuracy"] == 0.5
+
+
+def test_top_k_covering_every_class_is_one_and_the_key_names_the_k_used():
+    proba = np.array([[0.9, 0.1], [0.8, 0.2]])
+    assert probability_metrics(proba, np.array([1, 1]), top_k=3) == pytest.approx(
+        {"log_loss": -np.log([0.1, 0.2]).mean(), "top_2_accuracy": 1.0}
+    )

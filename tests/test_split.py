@@ -89,7 +89,6 @@ def test_class_too_small_is_named():
         ({"valid_pct": 0.0}, "valid_pct must be > 0"),
         ({"valid_pct": 0.6, "test_pct": 0.4}, "leave images"),
         ({"test_pct": 1.5}, "test_pct"),
-        ({"strategy": "magic"}, "strategy"),
     ],
 )
 def test_bad_split_settings_fail_clearly(change, message):

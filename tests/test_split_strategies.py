@@ -291,8 +291,3 @@ def test_unreadable_times_name_the_column_and_a_bad_value(times, unit, message):
     with pytest.raises(StagewiseError, match=message) as raised:
         time_split_of(times, f"split.time_unit={unit}")
     assert "the time column" in str(raised.value) and "\n" not in str(raised.value)
-
-
-def test_unknown_time_unit_is_refused():
-    with pytest.raises(StagewiseError, match=r"split.time_unit='days' is unknown; use one of auto"):
-        time_split_of(["1", "2"], "split.time_unit=days")
