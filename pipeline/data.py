@@ -15,10 +15,15 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from pipeline.config import DataConfig
-from pipeline.decode import BadImage, Decoded, DecodeSettings, convert, decode_bytes
+from pipeline.decode import (
+    BadImage,
+    Decoded,
+    DecodeSettings,
+    convert_pixels,
+    decode_bytes,
+)
 from pipeline.errors import StagewiseError
 from pipeline.progress import progress
 from pipeline.sources import Item, list_items, path_text
@@ -54,7 +59,7 @@ def decode_item(item: Item, settings: DecodeSettings) -> tuple[Decoded, str] | s
         if item.pixels is not None:
             raw = item.pixels.tobytes()
             height, width = item.pixels.shape[:2]
-            array = convert(Image.fromarray(item.pixels), settings)
+            array = convert_pixels(item.pixels, settings)
             decoded = Decoded(array, height, width, mode="L" if item.pixels.ndim == 2 else "RGB")
         else:
             raw = item.path.read_bytes()

@@ -13,10 +13,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.config import Resize
+from pipeline.errors import StagewiseError
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ORIENTATION_TAG = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 degrees: width and height swap
+EXPECTED_SHAPES = (
+    "N x H x W or N x H x W x C, or a list of H x W or H x W x C images (C = 1, 3 or 4)"
+)
+MAX_PIXELS = 50_000_000  # the decompression bomb guard where no data.max_pixels is given
 # Our own max_pixels check runs first; PIL's guard must not pre-empt it with a warning.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -76,6 +81,73 @@ def convert(image: Image.Image, settings: DecodeSettings) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).reshape(
         settings.size, settings.size, settings.channels
     )
+
+
+def convert_pixels(pixels: np.ndarray, settings: DecodeSettings) -> np.ndarray:
+    """One uint8 H x W or H x W x C image (C = 1, 3 or 4; 4 = RGBA) -> size x size x channels,
+    through the same PIL steps as a decoded file, so pixels and files are fitted alike."""
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]  # PIL has no H x W x 1 mode
+    return convert(Image.fromarray(pixels), settings)
+
+
+def fit_pixels(images: np.ndarray | list, settings: DecodeSettings) -> np.ndarray:
+    """Raw images -> N x size x size x channels uint8, each fitted as ingest fitted the
+    training images. images: an N x H x W (x C) batch, or a list of H x W (x C) images of
+    any sizes; values must be integers 0..255 (uint8 or integer-valued numbers)."""
+    if isinstance(images, np.ndarray) and images.dtype != object:
+        batch = as_uint8(images if images.ndim != 3 else images[..., None])
+        if batch.ndim != 4:
+            raise StagewiseError(f"images must be {EXPECTED_SHAPES}; got shape {batch.shape}")
+        if batch.shape[1:] == (settings.size, settings.size, settings.channels):
+            return batch  # already the model's size: fitting would return every pixel as is
+        images = list(batch)
+    out = np.empty((len(images), settings.size, settings.size, settings.channels), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = convert_pixels(image_pixels(image, i), settings)
+    return out
+
+
+def image_pixels(image: object, index: int) -> np.ndarray:
+    """One user-given image (an array or nested lists) -> an H x W or H x W x C uint8 array."""
+    try:
+        array = np.asarray(image)
+    except ValueError:  # ragged nested lists
+        raise StagewiseError(
+            f"image {index}: rows of different lengths; each image must be H x W or H x W x C"
+        ) from None
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))) or not array.size:
+        raise StagewiseError(
+            f"image {index}: each image must be H x W or H x W x C with C = 1, 3 or 4; "
+            f"got shape {array.shape}"
+        )
+    return as_uint8(array)
+
+
+def as_uint8(array: np.ndarray) -> np.ndarray:
+    """Pixel values as uint8; anything but integers 0..255 is refused, not cast: floats
+    scaled to 0..1 or fractions would otherwise become confident wrong answers."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise StagewiseError(f"pixel values must be integers 0..255; got {array.dtype} values")
+    if array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 255):
+        raise StagewiseError(
+            f"pixel values must be integers 0..255; got values from {array.min()} to {array.max()}"
+        )
+    if np.issubdtype(array.dtype, np.floating) and (array != np.rint(array)).any():
+        raise StagewiseError(
+            "pixel values must be integers 0..255; got fractions (images scaled to 0..1? "
+            "send the 0..255 pixels)"
+        )
+    return array.astype(np.uint8)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """A uint8 H x W x C image as PNG file bytes (lossless: decoding gives the pixels back)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def fill(background: tuple[int, int, int], channels: int) -> int | tuple[int, int, int]:

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import AugmentConfig
+from pipeline.decode import fit_pixels
 from pipeline.device import autocast, prepare_model
-from pipeline.errors import StagewiseError
 from pipeline.models import ModelSpec, load_model
 from pipeline.paths import ModelFiles
 from pipeline.preprocess import Normalizer
@@ -65,36 +64,15 @@ class Classifier:
         torch_device = torch.device(device)
         return cls(prepare_model(model, torch_device).eval(), spec, torch_device)
 
-    def as_batch(self, images: np.ndarray) -> torch.Tensor:
-        """Raw images (N x H x W or N x H x W x C, values 0..255) -> uint8 N x S x S x C on device,
-        resized to the model's image size and converted to its channel count."""
-        array = np.asarray(images)
-        if array.ndim == 3:
-            array = array[..., None]
-        if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
-            raise StagewiseError(
-                f"images must be N x H x W or N x H x W x C (C = 1, 3 or 4); got shape {array.shape}"
-            )
-        if array.dtype != np.uint8:
-            if not np.issubdtype(array.dtype, np.number) or array.min() < 0 or array.max() > 255:
-                raise StagewiseError(f"images must be uint8 pixels 0..255; got {array.dtype}")
-            array = array.astype(np.uint8)
-        batch = torch.from_numpy(np.ascontiguousarray(array[..., :3])).to(self.device)
-        if batch.shape[-1] != self.spec.channels:
-            batch = to_channels(batch, self.spec.channels)
-        size = self.spec.image_size
-        if batch.shape[1:3] != (size, size):
-            resized = F.interpolate(
-                batch.permute(0, 3, 1, 2).float(),
-                size=(size, size),
-                mode="bilinear",
-                antialias=True,
-            )
-            batch = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        return batch
+    def as_batch(self, images: np.ndarray | list) -> torch.Tensor:
+        """Raw images (an N x H x W (x C) batch or a list of H x W (x C) images of any sizes,
+        values 0..255) -> uint8 N x S x S x C on the device, each fitted to the model's size
+        and channels exactly as ingest fitted the training images (decode.fit_pixels)."""
+        fitted = fit_pixels(images, self.spec.decode_settings())
+        return torch.from_numpy(fitted).to(self.device)
 
     def predict_proba(
-        self, images: np.ndarray, batch_size: int = 512, tta: TTA | None = None
+        self, images: np.ndarray | list, batch_size: int = 512, tta: TTA | None = None
     ) -> np.ndarray:
         """Class probabilities, N x len(classes), in the order of spec.classes; with tta,
         blended with the mean over augmented copies as fastai's tta does."""
@@ -112,7 +90,7 @@ class Classifier:
         augmented = [proba(lambda x: augment(x, tta.augment, generator)) for _ in range(tta.n)]
         return torch.lerp(torch.stack(augmented).mean(dim=0), plain, tta.beta).numpy()
 
-    def predict_frame(self, images: np.ndarray) -> pd.DataFrame:
+    def predict_frame(self, images: np.ndarray | list) -> pd.DataFrame:
         """label, its probability, and one probability column per class."""
         proba = self.predict_proba(images)
         best = proba.argmax(axis=1)
@@ -122,11 +100,3 @@ class Classifier:
         for i, name in enumerate(self.spec.classes):
             frame[f"p_{name}"] = proba[:, i]
         return frame
-
-
-def to_channels(batch: torch.Tensor, channels: int) -> torch.Tensor:
-    """RGB -> greyscale (ITU-R 601 luma, as PIL's convert("L")) or greyscale -> RGB."""
-    if channels == 3:
-        return batch.expand(-1, -1, -1, 3)
-    weights = torch.tensor([0.299, 0.587, 0.114], device=batch.device)
-    return (batch.float() @ weights).round().clamp(0, 255).to(torch.uint8)[..., None]

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pipeline.decode import MAX_PIXELS, DecodeSettings
 from pipeline.errors import StagewiseError
 from pipeline.io import atomic_write, write_json
 from pipeline.paths import ModelFiles
@@ -33,6 +34,13 @@ class ModelSpec:
     # How ingest fitted training images to image_size, so new images are fitted the same way.
     resize: str = "squish"
     background: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+    def decode_settings(self, max_pixels: int = MAX_PIXELS) -> DecodeSettings:
+        """How new images (files or pixels) are fitted to this model, as ingest fitted its
+        training images."""
+        return DecodeSettings(
+            self.image_size, self.channels, self.resize, tuple(self.background), max_pixels
+        )
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:

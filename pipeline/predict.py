@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.decode import BadImage, DecodeSettings, decode_bytes
+from pipeline.decode import BadImage, decode_bytes
 from pipeline.errors import StagewiseError
 from pipeline.inference import Classifier
 from pipeline.store import iter_chunks
@@ -35,9 +35,7 @@ def predict_files(
     """One row per file (a path, or an encoded image's bytes): label, probability,
     p_<class>... or the error that kept it out."""
     spec = classifier.spec
-    settings = DecodeSettings(
-        spec.image_size, spec.channels, spec.resize, tuple(spec.background), max_pixels
-    )
+    settings = spec.decode_settings(max_pixels)
     frames = []
     for chunk in iter_chunks(len(files), batch_size):
         arrays, errors = [], []

@@ -10,6 +10,7 @@ from functools import partial
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import Config, Monitor, config_digest, to_dict
+from pipeline.decode import encode_png
 from pipeline.device import device_tags
 from pipeline.errors import StagewiseError
 from pipeline.inference import Classifier
@@ -18,6 +19,7 @@ from pipeline.learner import Learner, create_learner, data_tags
 from pipeline.loop import Callback, EpochResult, fit, overfit_one_batch
 from pipeline.models import save_model
 from pipeline.paths import ModelFiles, Paths
+from pipeline.predict import predict_files
 from pipeline.tracking.models import log_model, run_model_files
 from pipeline.tracking.runs import MetricBuffer, Run, training_run
 from stages.common import entrypoint, job_dir
@@ -53,8 +55,8 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
         )  # fmt: skip
         files = ModelFiles(out.model_dir)
         save_model(files, learner.model, learner.spec)
-        example = learner.example.numpy()
-        answer = Classifier.load(files).predict_frame(example)
+        example = [encode_png(image) for image in learner.example.numpy()]
+        answer = predict_files(Classifier.load(files), example, cfg.data.max_pixels, len(example))
         model_uri = log_model(run, files, example, answer)
         kept = state.best["epoch"] if state.best else state.epoch
         write_json(files.run, {"run_id": run.id, "model_uri": model_uri, "epochs": state.epoch})

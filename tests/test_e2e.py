@@ -1,6 +1,8 @@
 """The real pipeline, end to end: `dvc repro`, DVC experiments, Hydra multirun and MLflow,
 in a temporary copy of the project with a tiny training config."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,13 +120,13 @@ def test_packaged_model_predicts_raw_images_like_test_holdout(project):
 
     model = mlflow.pyfunc.load_model(project.json("models/run.json")["model_uri"])
     test = load_split_images(Paths(project.root), "test")
-    predicted = model.predict(test.images)["label"].to_numpy()
+    predicted = model.predict(pd.DataFrame({"pixels": list(test.images)}))["label"].to_numpy()
     accuracy = float((predicted == np.array(test.classes)[test.targets]).mean())
     assert accuracy == pytest.approx(project.json("metrics/test.json")["accuracy"])
     larger_rgb = np.repeat(
         np.repeat(np.repeat(test.images[:8], 4, axis=1), 4, axis=2), 3, axis=3
     )  # 32x32x3
-    answer = model.predict(larger_rgb)  # the signature admits any size and channel count
+    answer = model.predict(pd.DataFrame({"pixels": list(larger_rgb)}))  # any size and channels
     assert len(answer) == 8 and set(answer["label"]) <= set(test.classes)
 
 
@@ -153,7 +155,7 @@ def test_packaged_model_takes_image_files_as_paths_or_bytes(project, tmp_path):
     answer = model.unwrap_python_model().predict(
         None, [*paths, *encoded, str(tmp_path / "broken.png")]
     )
-    expected = model.predict(test.images[:6])["label"].tolist()
+    expected = model.predict(pd.DataFrame({"pixels": list(test.images[:6])}))["label"].tolist()
     assert answer["label"].tolist()[:6] == expected and answer["error"].tolist()[:6] == [""] * 6
     assert answer["path"][3] == f"<{len(encoded[0])} bytes>"
     assert answer["error"][6] != "" and pd.isna(answer["label"][6])
@@ -352,59 +354,23 @@ def test_test_holdout_registers_a_candidate_when_asked(project):
 
 
 def test_served_model_answers_raw_pixels_like_test_holdout(project):
-    import json
-    import socket
-    import subprocess
-    import time
-    import urllib.error
-    import urllib.request
-
     from pipeline.split import load_split_images
+    from tests.serving import post, served
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {
         **project.env(),
         "MLFLOW_TRACKING_URI": f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}",
     }
-    model_uri = project.json("models/run.json")["model_uri"]
-    server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=project.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def post(body: bytes) -> tuple[int, dict]:
-        request = urllib.request.Request(
-            f"{url}/invocations", body, {"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"{}")
-
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow models serve exited"
-                time.sleep(0.5)
-        test = load_split_images(Paths(project.root), "test")
-        status, answer = post(json.dumps({"inputs": test.images.tolist()}).encode())
+    test = load_split_images(Paths(project.root), "test")
+    pixels = {"columns": ["pixels"], "data": [[image.tolist()] for image in test.images]}
+    with served(project.json("models/run.json")["model_uri"], project.root, env) as url:
+        status, answer = post(url, {"dataframe_split": pixels})
         assert status == 200
-        labels = np.array([row["label"] for row in answer["predictions"]])
+        labels = np.array([row["label"] for row in json.loads(answer)["predictions"]])
         accuracy = float((labels == np.array(test.classes)[test.targets]).mean())
         assert accuracy == pytest.approx(project.json("metrics/test.json")["accuracy"])
-        status, error = post(b'{"inputs": "not pixels"}')
-        assert 400 <= status < 500 and error.get("message")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        status, error = post(url, b'{"inputs": "not pixels"}')
+        assert 400 <= status < 500 and json.loads(error).get("message")
 
 
 def exp_run(project: ProjectCopy, *params: str) -> list[str]:

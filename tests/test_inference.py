@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.errors import StagewiseError
-from pipeline.inference import Classifier, to_channels
+from pipeline.inference import Classifier
 from pipeline.models import ModelSpec, build_model
 
 
@@ -40,13 +40,14 @@ def test_frame_has_label_probability_and_one_column_per_class(classifier):
     "bad", [np.zeros((8, 8)), np.full((1, 8, 8), 300.0), np.zeros((1, 8, 8, 2))]
 )
 def test_malformed_input_is_a_clear_error(classifier, bad):
-    with pytest.raises(StagewiseError, match="images must be"):
+    with pytest.raises(StagewiseError, match="must be"):
         classifier.predict_proba(bad)
 
 
-def test_grey_to_rgb_and_back():
-    grey = torch.tensor([[[[10], [250]]]], dtype=torch.uint8)
-    assert torch.equal(to_channels(to_channels(grey, 3), 1), grey)
+def test_grey_to_rgb_and_back(classifier):
+    grey = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 1), dtype=np.uint8)
+    rgb = np.repeat(grey, 3, axis=-1)
+    assert np.array_equal(classifier.as_batch(rgb).numpy(), grey)  # luma of grey is grey
 
 
 def test_test_time_augmentation_blends_augmented_passes_with_the_plain_prediction(classifier):

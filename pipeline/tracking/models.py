@@ -1,11 +1,10 @@
-"""The trained model in MLflow: logged as a pyfunc model that takes raw images, registered
+"""The trained model in MLflow: logged as a pyfunc model that takes image files or pixels, registered
 as a candidate, and fetched back as weights for transfer learning."""
 
 from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 from pipeline.errors import StagewiseError
@@ -14,33 +13,55 @@ from pipeline.tracking.runs import Run
 from pipeline.tracking.store import open_store
 
 PACKAGED_MODEL_CODE = PROJECT_ROOT / "pipeline" / "packaged_model.py"
+IMAGE, PIXELS = "image", "pixels"  # the input columns pipeline/packaged_model.py reads
 REQUIREMENTS = ("torch", "numpy", "pandas", "safetensors", "pillow", "pyarrow")
 
 
-def log_model(run: Run, files: ModelFiles, example: np.ndarray, output: pd.DataFrame) -> str:
-    """Log the trained model as an MLflow pyfunc model that takes raw uint8 images; example
-    is a few input images and output the model's answer for them. Returns the model URI.
+def log_model(run: Run, files: ModelFiles, example: list[bytes], output: pd.DataFrame) -> str:
+    """Log the trained model as an MLflow pyfunc model that takes image files or raw uint8
+    pixels (see pipeline/packaged_model.py); example is a few encoded image files and output
+    the model's answer for them. Returns the model URI.
 
     The model is logged "from code" (pipeline/packaged_model.py), not pickled; its weights
     and spec travel as artifacts.
     """
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import Schema, TensorSpec
-
-    # Any batch size, image size and channel count: the model resizes and converts itself.
-    images = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1))])
-    signature = ModelSignature(inputs=images, outputs=infer_signature(example, output).outputs)
     with mlflow.start_run(run_id=run.id, log_system_metrics=False):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PACKAGED_MODEL_CODE),
-            artifacts={"weights": str(files.weights), "spec": str(files.spec)},
-            code_paths=[str(PROJECT_ROOT / "pipeline")],
-            signature=signature,
-            input_example=example,
-            pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
-        )
+        info = mlflow.pyfunc.log_model(name="model", **pyfunc_arguments(files, example, output))
     return info.model_uri
+
+
+def save_packaged_model(
+    files: ModelFiles, path: Path, example: list[bytes], output: pd.DataFrame
+) -> None:
+    """The model log_model logs, saved into a local folder instead (for `mlflow models serve
+    -m path`, benchmarks and tests that need no tracking store)."""
+    mlflow.pyfunc.save_model(str(path), **pyfunc_arguments(files, example, output))
+
+
+def pyfunc_arguments(files: ModelFiles, example: list[bytes], output: pd.DataFrame) -> dict:
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import AnyType
+
+    # One image per row: an encoded file (binary: the scoring server base64-decodes it from
+    # JSON) or its raw pixels as nested lists of any size (AnyType: MLflow would check every
+    # value of an Array column one by one in Python). A signature is either columns or one
+    # tensor, so pixel arrays travel as a column too.
+    example_frame = pd.DataFrame({IMAGE: example})
+    inputs = Schema(
+        [
+            ColSpec(DataType.binary, IMAGE, required=False),
+            ColSpec(AnyType(), PIXELS, required=False),
+        ]
+    )
+    return {
+        "python_model": str(PACKAGED_MODEL_CODE),
+        "artifacts": {"weights": str(files.weights), "spec": str(files.spec)},
+        "code_paths": [str(PROJECT_ROOT / "pipeline")],
+        "signature": ModelSignature(inputs, infer_signature(example_frame, output).outputs),
+        "input_example": example_frame,
+        "pip_requirements": [f"{name}=={version(name)}" for name in REQUIREMENTS],
+    }
 
 
 def register_candidate(run: Run, model_uri: str, name: str, metrics: dict[str, float]) -> str:
