@@ -197,6 +197,14 @@ class PredictConfig:
 
 
 @dataclass
+class ServeConfig:
+    model: str | None
+    host: str
+    port: int
+    max_request_mb: float
+
+
+@dataclass
 class CompareConfig:
     sweep: str | None
     metric: str
@@ -217,6 +225,7 @@ class Config:
     train: TrainConfig
     eval: EvalConfig
     predict: PredictConfig
+    serve: ServeConfig
     compare: CompareConfig
     tracking: TrackingConfig
     seed: int

@@ -46,16 +46,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def mlflow_serve(model_uri: str, port: int) -> list[str]:
+    return ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+            "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+
+
+def stage_serve(model_uri: str, port: int, max_request_mb: float = 16) -> list[str]:
+    return [sys.executable, "-m", "stages.serve", f"serve.model={model_uri}",
+            f"serve.port={port}", f"serve.max_request_mb={max_request_mb}"]  # fmt: skip
+
+
 @contextmanager
-def served(model_uri: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`mlflow models serve` of model_uri on a free local port, until the block ends;
-    yields its base URL once /ping answers."""
+def served(
+    model_uri: str, cwd: Path, env: dict[str, str] | None = None, command=mlflow_serve
+) -> Iterator[str]:
+    """A server (`mlflow models serve`, or command(model_uri, port)) of model_uri on a free
+    local port, until the block ends; yields its base URL once /ping answers."""
     port = free_port()
     env = {**(env or os.environ), "PYTHONWARNINGS": "ignore"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        command(model_uri, port), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -66,7 +78,7 @@ def served(model_uri: str, cwd: Path, env: dict[str, str] | None = None) -> Iter
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("mlflow models serve did not start") from None
+                    raise AssertionError(f"{command(model_uri, port)} did not start") from None
                 time.sleep(0.3)
         yield url
     finally:

@@ -115,3 +115,22 @@ def test_a_wrong_request_is_a_4xx_naming_the_problem_without_a_trace(server, bod
     text = response.decode()
     assert "stack_trace" not in text and "Traceback" not in text
     assert str(PROJECT_ROOT) not in text and "site-packages" not in text
+
+
+def test_stages_serve_answers_like_mlflow_serve_and_refuses_a_large_body_at_once(tmp_path):
+    """`python -m stages.serve`: MLflow's scoring app with a body limit (413 before reading)."""
+    import time
+    from functools import partial
+
+    from tests.serving import stage_serve
+
+    model = packaged_small_cnn(tmp_path, SPEC)
+    classifier = Classifier.load(ModelFiles(tmp_path / "weights"))
+    with served(str(model), PROJECT_ROOT, command=partial(stage_serve, max_request_mb=0.05)) as url:
+        files = [jpeg(3), jpeg(4)]
+        got = answer(url, images_request(files))
+        assert got["label"].tolist() == predict_files(classifier, files, 10**6, 8)["label"].tolist()
+        start = time.monotonic()
+        status, body = post(url, b"x" * 200_000)  # ~0.2 MB > 0.05 MB
+        assert (status, body) == (413, b"Content Too Large")
+        assert time.monotonic() - start < 5

@@ -1,0 +1,38 @@
+"""serve: the trained model over HTTP; not a DVC stage.
+
+    python -m stages.serve                                   # the workspace's model
+    python -m stages.serve serve.model=models:/digits@candidate serve.port=8080
+
+The same API as `mlflow models serve` (MLflow's own scoring app: POST /invocations with
+`image` or `pixels` rows, GET /ping), with a request size limit that command lacks: bodies
+over serve.max_request_mb get a 413 before they are read. Binds 127.0.0.1 unless serve.host
+says otherwise.
+"""
+
+import logging
+
+from pipeline.config import Config
+from pipeline.io import read_json
+from pipeline.paths import ModelFiles, Paths
+from pipeline.serving import scoring_app, serve
+from pipeline.tracking.store import open_store
+from stages.common import entrypoint
+
+log = logging.getLogger("stagewise")
+
+
+def run(cfg: Config, paths: Paths = Paths()) -> None:
+    open_store(paths)  # a runs:/ or models:/ URI names a model in the project's store
+    model_uri = cfg.serve.model or read_json(ModelFiles(paths.model_dir).run, "train")["model_uri"]
+    app = scoring_app(model_uri, int(cfg.serve.max_request_mb * 2**20))
+    log.info(
+        "serving %s on http://%s:%d (POST /invocations; requests up to %g MB)",
+        model_uri, cfg.serve.host, cfg.serve.port, cfg.serve.max_request_mb,
+    )  # fmt: skip
+    serve(app, cfg.serve.host, cfg.serve.port)
+
+
+main = entrypoint(run)
+
+if __name__ == "__main__":
+    main()
