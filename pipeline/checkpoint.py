@@ -36,6 +36,15 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
+def checkpoint_run_id(path: Path) -> str | None:
+    """The MLflow run a checkpoint was written for, or None when there is no readable one."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError):
+        return None
+    return checkpoint.get("run_id") if isinstance(checkpoint, dict) else None
+
+
 def load_checkpoint(path: Path, identity: str) -> dict[str, Any]:
     """The checkpoint at path, which must have been written for the same configuration."""
     fresh = "train without train.resume to start over"

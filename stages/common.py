@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.config import Config
 from pipeline.errors import StagewiseError
 from pipeline.paths import PROJECT_ROOT
+from pipeline.workspace import ParamsGuard
 
 log = logging.getLogger("stagewise")
 
@@ -32,6 +33,16 @@ SINGLE_RUN_OVERRIDES = [
 MULTIRUN_OVERRIDES = ["+hydra.callbacks.sweep_run._target_=stages.sweep.SweepRun", SEARCH_PATH]
 # Jobs of a sweep that failed: a failure must not stop the others, but the sweep exits non-zero.
 failed_jobs: list[str] = []
+# params.yaml as this stage's command line found it (set by entrypoint; None in tests that
+# call a stage's run() directly).
+params_guard: ParamsGuard | None = None
+
+
+def check_params() -> None:
+    """Stop before writing outputs when params.yaml is no longer the one this stage started
+    on (another run in the workspace rewrote it): see pipeline/workspace.py."""
+    if params_guard is not None:
+        params_guard.check()
 
 
 def validated(cfg: DictConfig) -> Config:
@@ -84,7 +95,10 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
     @hydra.main(config_path=str(PROJECT_ROOT), config_name="params", version_base=None)
     def main(cfg: DictConfig) -> Any:
         try:
-            return run(validated(cfg))
+            check_params()  # never start on another run's parameters
+            result = run(validated(cfg))
+            check_params()  # nor finish on them: DVC would record the other run's params
+            return result
         except StagewiseError as e:
             log.error("error: %s", e)
             if not is_multirun():
@@ -93,6 +107,8 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
             return None
 
     def cli() -> None:
+        global params_guard
+        params_guard = ParamsGuard.start(PROJECT_ROOT, Path(sys.argv[0]).stem)
         multirun = bool({"-m", "--multirun"} & set(sys.argv[1:]))
         if multirun and (upstream := upstream_overrides(sys.argv[1:])):
             log.error(

@@ -17,12 +17,14 @@ from pipeline.paths import Paths
 from pipeline.plots import lr_find_figure
 from pipeline.tracking.models import run_model_files
 from pipeline.tracking.runs import source_tags, training_run
+from pipeline.tracking.store import check_reachable
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> float:
+    check_reachable(paths)  # before minutes of work, not after them
     learner = create_learner(cfg, paths, partial(run_model_files, paths))
     found = lr_find(
         learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed,

@@ -8,7 +8,7 @@ import logging
 from functools import partial
 
 from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import checkpoint_run_id, load_checkpoint
 from pipeline.config import Config, Monitor, config_digest, to_dict
 from pipeline.decode import encode_png
 from pipeline.device import device_tags
@@ -21,8 +21,9 @@ from pipeline.models import save_model
 from pipeline.paths import ModelFiles, Paths
 from pipeline.predict import predict_files
 from pipeline.tracking.models import log_model, run_model_files
-from pipeline.tracking.runs import MetricBuffer, Run, training_run
-from stages.common import entrypoint, job_dir
+from pipeline.tracking.runs import MetricBuffer, Run, end_abandoned_run, training_run
+from pipeline.tracking.store import check_reachable
+from stages.common import check_params, entrypoint, job_dir
 
 log = logging.getLogger("stagewise")
 
@@ -30,12 +31,15 @@ log = logging.getLogger("stagewise")
 def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float | None:
     """Train; returns the kept epoch's compare.metric (the value a sweeper optimizes)."""
     out = out or paths
+    check_reachable(paths)  # before minutes of work, not after them
     learner = create_learner(cfg, paths, partial(run_model_files, paths))
     if cfg.train.overfit_one_batch:
         return sanity_check(cfg, learner)
     tags = {"stage": "train", **device_tags(learner.device), **data_tags(paths)}
     identity = config_digest(cfg, data=tags)  # a checkpoint resumes only the same training
     resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
+    if not resume:
+        end_checkpoint_run(paths, out)
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
     with (
         training_run(
@@ -53,6 +57,7 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
             callbacks=callbacks(cfg, run, epochs, Checkpoint(out.checkpoint, identity, run.id)),
             resume=resume,
         )  # fmt: skip
+        check_params()  # minutes have passed: are these still the tracked parameters?
         files = ModelFiles(out.model_dir)
         save_model(files, learner.model, learner.spec)
         example = [encode_png(image) for image in learner.example.numpy()]
@@ -70,6 +75,15 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
         run.id,
     )
     return objective(state.history[kept - 1], cfg.compare.metric)
+
+
+def end_checkpoint_run(paths: Paths, out: Paths) -> None:
+    """A training that starts over a checkpoint it does not resume ends that checkpoint's run:
+    a process killed with SIGKILL (or a crashed machine) left it RUNNING."""
+    if (run_id := checkpoint_run_id(out.checkpoint)) and end_abandoned_run(
+        paths, run_id, "train restarted without train.resume; its checkpoint was discarded"
+    ):
+        log.info("MLflow run %s of the interrupted training marked KILLED", run_id)
 
 
 def objective(result: EpochResult, metric: str) -> float:

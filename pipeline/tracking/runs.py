@@ -236,6 +236,23 @@ def reopen_run(store: Store, run_id: str) -> Run:
     return run
 
 
+def end_abandoned_run(paths: Paths, run_id: str, reason: str) -> bool:
+    """Mark a run KILLED, with the reason as its `killed_reason` tag, if it is still RUNNING:
+    its process was killed (SIGKILL leaves no chance to end it) and nothing will resume it.
+    Returns whether it was."""
+    store = open_store(paths)
+    try:
+        status = store.client.get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        return False  # not in this store (e.g. the checkpoint came from another project)
+    if status != RunStatus.to_string(RunStatus.RUNNING):
+        return False
+    run = Run(store, run_id)
+    run.set_tags({"killed_reason": reason})
+    run.end(RunStatus.to_string(RunStatus.KILLED))
+    return True
+
+
 def system_monitor(run: Run, resumed: bool) -> Any:
     """MLflow's sampler of CPU, GPU and memory use, logging into the run until finish()."""
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor

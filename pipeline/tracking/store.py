@@ -5,16 +5,25 @@ resolved from the project's home (not the working directory: queued DVC experime
 temporary copies), or MLFLOW_TRACKING_URI when the user set it (e.g. a tracking server).
 """
 
+import contextlib
 import functools
+import logging
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import mlflow
+import requests
 from mlflow.tracking import MlflowClient
 
+from pipeline.errors import StagewiseError
 from pipeline.paths import Paths
+
+log = logging.getLogger("stagewise")
 
 # Artifact transfers are local and quick: their progress bars only clutter the stage logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -64,8 +73,10 @@ class Store:
 
 
 def open_store(paths: Paths) -> Store:
-    """The store for paths' project (MLFLOW_TRACKING_URI when the user set one)."""
+    """The store for paths' project (MLFLOW_TRACKING_URI when the user set one), checked to
+    answer: see check_store."""
     uri = tracking_uri(paths)
+    check_store(uri)
     if os.environ.get("MLFLOW_TRACKING_URI") != uri:
         _exported.add(uri)
     mlflow.set_tracking_uri(uri)
@@ -73,7 +84,137 @@ def open_store(paths: Paths) -> Store:
     if uri == local_store_uri(paths):
         paths.mlruns.mkdir(parents=True, exist_ok=True)
         artifact_root = (paths.mlruns / "artifacts").as_uri()
+        follow_project(paths.mlruns)
     return Store(uri, client_for(uri), artifact_root)
+
+
+# Where a local store records absolute artifact locations: (table, column).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+
+
+@functools.cache
+def follow_project(mlruns: Path) -> None:
+    """Point a local store's artifact locations at this mlruns/ when the project was moved.
+
+    MLflow records each experiment's, run's and model's artifact location as an absolute
+    path: after `mv project elsewhere`, new runs would recreate the old folder and logged
+    models would no longer load. A location under another project's mlruns/artifacts (what
+    open_store creates experiments with) is rewritten, unless that old folder still exists
+    and this project has no artifacts of its own (the db alone was copied)."""
+    db, artifacts = mlruns / "mlflow.db", mlruns / "artifacts"
+    if not db.is_file():
+        return
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection, connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        if "experiments" not in tables:
+            return  # a new store: MLflow creates its tables
+        old = next(
+            (
+                location
+                for (location,) in connection.execute("SELECT artifact_location FROM experiments")
+                if location.startswith("file://")
+                and location.endswith("/mlruns/artifacts")
+                and location != artifacts.as_uri()
+            ),
+            None,
+        )
+        if old is None or (local_path(old).exists() and not artifacts.exists()):
+            return
+        old_mlruns = local_path(old).parent
+        prefixes = [  # URIs, and the plain paths MLflow gives its Default experiment
+            (f"{old.removesuffix('/artifacts')}/", f"{mlruns.as_uri()}/"),
+            (f"{old_mlruns}/", f"{mlruns}/"),
+        ]
+        for table, column in ARTIFACT_COLUMNS:
+            if table not in tables:
+                continue
+            for before, after in prefixes:
+                connection.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE substr({column}, 1, ?) = ?",
+                    (after, len(before) + 1, len(before), before),
+                )
+    log.info(
+        "the project moved: MLflow artifact locations now under %s (were %s)", mlruns, old_mlruns
+    )
+
+
+def local_path(file_uri: str) -> Path:
+    return Path(unquote(urlsplit(file_uri).path))
+
+
+# How long a tracking server may take to answer the check. MLflow's own client retries a
+# refused connection for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7, with
+# exponential backoff), which is right mid-training and wrong before any work is done.
+REACH_TIMEOUT_SECONDS = 5
+
+
+def shown(uri: str) -> str:
+    """uri without the user:password@ a server URI may carry: errors never show credentials."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+
+
+@functools.cache
+def check_store(uri: str) -> None:
+    """Fail in seconds, with one line, when the store cannot be used: a tracking server that
+    does not answer, or a local sqlite store that is damaged. Once per store and process."""
+    scheme = urlsplit(uri).scheme
+    if scheme == "sqlite":
+        check_sqlite(Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None)
+    elif scheme in ("http", "https"):
+        check_server(uri)
+
+
+def check_reachable(paths: Paths) -> None:
+    """For stages that track: check the store before doing minutes of work."""
+    check_store(tracking_uri(paths))
+
+
+def check_server(uri: str) -> None:
+    """Any HTTP answer will do (even 401 or 404): the server is up; MLflow reports the rest."""
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=REACH_TIMEOUT_SECONDS)
+    except requests.exceptions.SSLError:
+        return  # it answered; certificates are MLflow's business (MLFLOW_TRACKING_INSECURE_TLS...)
+    except requests.exceptions.RequestException as e:
+        timed_out = isinstance(e, requests.exceptions.Timeout)
+        why = f"no answer within {REACH_TIMEOUT_SECONDS} s" if timed_out else "cannot connect"
+        raise StagewiseError(
+            f"MLflow tracking server {shown(uri)} (MLFLOW_TRACKING_URI) is unreachable ({why}); "
+            "start it, fix MLFLOW_TRACKING_URI, or unset it to track into the project's own mlruns/"
+        ) from None
+
+
+DAMAGE_SIGNS = ("malformed", "not a database")
+
+
+def check_sqlite(db: Path | None) -> None:
+    """A truncated or overwritten mlflow.db otherwise fails deep inside MLflow's migrations
+    with a long traceback. quick_check reads every page once: milliseconds for a store of a
+    few MB."""
+    if db is None or not db.is_file():
+        return  # MLflow creates it
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            result = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        if not any(sign in str(e) for sign in DAMAGE_SIGNS):
+            return  # locked by a writer, unreadable, ...: MLflow reports those itself
+        result = str(e)
+    if result != "ok":
+        raise StagewiseError(
+            f"the MLflow store {db} is damaged ({result.splitlines()[0]}); restore it from a "
+            "backup, or move it aside to start an empty store (its runs are then no longer listed)"
+        )
 
 
 @functools.cache

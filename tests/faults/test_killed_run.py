@@ -1,0 +1,46 @@
+"""A training killed with SIGKILL cannot end its MLflow run; the next training that starts
+over its checkpoint without resuming it does."""
+
+from mlflow.tracking import MlflowClient
+
+from pipeline.checkpoint import save_checkpoint
+from pipeline.paths import Paths
+from pipeline.tracking.runs import end_abandoned_run
+from pipeline.tracking.store import local_store_uri, open_store
+from stages import ingest, normalize_stats, split, train
+from tests.conftest import compose_config
+
+
+def test_a_fresh_training_marks_the_abandoned_checkpoints_run_killed(tmp_path):
+    paths = Paths(tmp_path)
+    cfg = compose_config("train.epochs=1", "model.widths=[8,16]")
+    for stage in (ingest, split, normalize_stats):
+        stage.run(cfg, paths)
+    store = open_store(paths)
+    killed = store.client.create_run(store.experiment_id(cfg.tracking.experiment)).info.run_id
+    # what a SIGKILLed training leaves: its run RUNNING and a checkpoint naming it
+    save_checkpoint(paths.checkpoint, {"identity": "an earlier config", "run_id": killed})
+
+    train.run(cfg, paths)
+
+    client = MlflowClient(local_store_uri(paths))
+    abandoned = client.get_run(killed)
+    assert abandoned.info.status == "KILLED"
+    assert "without train.resume" in abandoned.data.tags["killed_reason"]
+    assert not paths.checkpoint.exists()
+
+
+def test_only_a_running_run_of_this_store_is_ended(tmp_path):
+    paths = Paths(tmp_path)
+    store = open_store(paths)
+    experiment = store.experiment_id("unit")
+    finished = store.client.create_run(experiment).info.run_id
+    store.client.set_terminated(finished, "FINISHED")
+    running = store.client.create_run(experiment).info.run_id
+    assert not end_abandoned_run(paths, finished, "why")
+    assert not end_abandoned_run(paths, "0" * 32, "why")  # a checkpoint from another project
+    assert end_abandoned_run(paths, running, "why")
+    client = MlflowClient(local_store_uri(paths))
+    assert client.get_run(finished).info.status == "FINISHED"
+    assert "killed_reason" not in client.get_run(finished).data.tags
+    assert client.get_run(running).info.status == "KILLED"
