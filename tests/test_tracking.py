@@ -86,3 +86,14 @@ def test_calls_are_retried_while_the_sqlite_store_is_locked(monkeypatch):
     assert client.log_batch("run") == "logged" and len(calls) == 3
     with pytest.raises(ValueError, match="something else"):
         client.broken()
+
+
+def test_a_run_handle_pickles_as_its_store_uri_and_id(paths):
+    """Hydra's parallel launcher pickles the sweep callback, which holds the parent run."""
+    import pickle
+
+    with training_run(paths, CONFIG, {}) as run:
+        copy = pickle.loads(pickle.dumps(run))
+        assert (copy.id, copy.store.uri) == (run.id, run.store.uri)
+        copy.log_metrics({"x": 1.0})
+    assert only_run(paths)[0].data.metrics == {"x": 1.0}

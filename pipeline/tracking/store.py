@@ -56,6 +56,11 @@ class Store:
     client: Any  # MlflowClient, or RetryLocked around one for sqlite
     artifact_root: str | None  # where new experiments keep artifacts; None: the server decides
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its URI (Hydra's parallel launcher pickles the sweep's parent run): a
+        client holds a database engine, which does not pickle."""
+        return reconnect, (self.uri, self.artifact_root)
+
     def experiment_id(self, name: str) -> str:
         """The experiment's id, creating it (as a model-training experiment) if new."""
         found = self.client.get_experiment_by_name(name)
@@ -85,6 +90,10 @@ def open_store(paths: Paths) -> Store:
         paths.mlruns.mkdir(parents=True, exist_ok=True)
         artifact_root = (paths.mlruns / "artifacts").as_uri()
         follow_project(paths.mlruns)
+    return Store(uri, client_for(uri), artifact_root)
+
+
+def reconnect(uri: str, artifact_root: str | None) -> Store:
     return Store(uri, client_for(uri), artifact_root)
 
 
