@@ -13,6 +13,7 @@ inputs against the logged signature (pixel tensors), so pass files to the unwrap
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -31,7 +32,10 @@ class ImageClassifier(PythonModel):
             raise ValueError("model weights and spec must sit in one folder")
         self.classifier = Classifier.load(ModelFiles(weights.parent))
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    # np.ndarray is what MLflow passes under the logged tensor signature, and a hint it infers
+    # no schema from: the logged signature stays the contract. Without a hint MLflow warns at
+    # every log and load; any other hint (a union with list) makes it warn that it is unsupported.
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         if isinstance(model_input, list | tuple | pd.Series):
             from pipeline.predict import predict_files
 
