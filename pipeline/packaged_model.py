@@ -17,6 +17,7 @@ import binascii
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -37,7 +38,10 @@ class ImageClassifier(PythonModel):
             raise ValueError("model weights and spec must sit in one folder")
         self.classifier = Classifier.load(ModelFiles(weights.parent))
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    # np.ndarray is a hint MLflow infers no schema from, so the logged signature stays the
+    # contract (it hands this model a DataFrame of `image`/`pixels` rows). Without a hint
+    # MLflow warns at every log and load; pd.DataFrame or a union makes it warn too.
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         from pipeline.errors import StagewiseError
 
         try:

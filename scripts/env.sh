@@ -26,6 +26,9 @@ if [ ! -f "$env_dir/.complete" ]; then
         "$env_dir/bin/python" -m pip install --quiet --no-deps --no-input \
             -r "$repo/requirements.lock" 2> >(grep -v 'is ignored: it is neither' >&2)
         "$env_dir/bin/python" -m pip check >&2
+        # Build matplotlib's font cache now, with the environment, not as a "building the
+        # font cache" warning in the middle of the first pipeline run.
+        "$env_dir/bin/python" -c 'import logging; logging.getLogger("matplotlib").setLevel(logging.ERROR); import matplotlib.font_manager'
         touch "$env_dir/.complete"
         echo "Python environment ready." >&2
     fi

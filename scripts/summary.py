@@ -15,7 +15,8 @@ for split in ("valid", "test"):
         )
 run = ROOT / "models" / "run.json"
 if run.exists():
+    info = json.loads(run.read_text())
     print(
-        f"MLflow run {json.loads(run.read_text())['run_id']}: browse with `mlflow ui --backend-store-uri "
-        f"sqlite:///mlruns/mlflow.db`"
+        f"MLflow run {info['run_id']}: `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`, "
+        f"then open http://127.0.0.1:5000/{info.get('ui_route', '')}"
     )

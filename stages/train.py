@@ -21,7 +21,7 @@ from pipeline.models import save_model
 from pipeline.paths import ModelFiles, Paths
 from pipeline.predict import predict_files
 from pipeline.tracking.models import log_model, run_model_files
-from pipeline.tracking.runs import MetricBuffer, Run, end_abandoned_run, training_run
+from pipeline.tracking.runs import MetricBuffer, Run, curve_name, end_abandoned_run, training_run
 from pipeline.tracking.store import check_reachable
 from stages.common import check_params, entrypoint, job_dir
 
@@ -64,7 +64,12 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
         answer = predict_files(Classifier.load(files), example, cfg.data.max_pixels, len(example))
         model_uri = log_model(run, files, example, answer)
         kept = state.best["epoch"] if state.best else state.epoch
-        write_json(files.run, {"run_id": run.id, "model_uri": model_uri, "epochs": state.epoch})
+        # The kept epoch's numbers as the run's final metrics (the curves are epoch/...):
+        # what sweeps and compare rank runs by, as the sweeper's objective does.
+        kept_result = state.history[kept - 1]
+        run.log_metrics({m: getattr(kept_result, m) for m in Monitor}, state.epoch)
+        info = {"run_id": run.id, "model_uri": model_uri, "epochs": state.epoch}
+        write_json(files.run, {**info, "ui_route": run.ui_route()})
         write_history(out, state.history, kept)
     out.checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
     log.info(
@@ -117,7 +122,7 @@ def callbacks(
 def relog_lost_epochs(run: Run, history: list[dict], epochs: MetricBuffer) -> None:
     """Epochs the checkpoint holds but the run lacks: a killed process takes its unwritten
     metric buffer with it."""
-    logged = run.logged_steps("valid_loss")
+    logged = run.logged_steps(curve_name("valid_loss"))
     for row in history:
         if row["epoch"] not in logged:
             epochs.log(EpochResult(**row).metrics(), row["epoch"])

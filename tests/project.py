@@ -46,15 +46,19 @@ class ProjectCopy:
         copy.run("git", "commit", "-qm", "copy")
         return copy
 
-    def env(self) -> dict[str, str]:
+    def env(self, warnings: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env["PYTHONWARNINGS"] = "ignore"
+        if not warnings:
+            env["PYTHONWARNINGS"] = "ignore"
         return {**env, **GIT_IDENTITY}
 
-    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        self, *command: str, check: bool = True, warnings: bool = False
+    ) -> subprocess.CompletedProcess:
+        """Run a command in the copy; warnings=True shows Python warnings as a user sees them."""
         result = subprocess.run(
-            command, cwd=self.root, env=self.env(), capture_output=True, text=True
+            command, cwd=self.root, env=self.env(warnings), capture_output=True, text=True
         )
         if check and result.returncode != 0:
             raise AssertionError(

@@ -2,6 +2,7 @@
 in a temporary copy of the project with a tiny training config."""
 
 import json
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,16 @@ METRICS = ("metrics/train.json", "metrics/valid.json", "metrics/test.json")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> ProjectCopy:
+def first_repro(tmp_path_factory) -> tuple[ProjectCopy, subprocess.CompletedProcess]:
+    """The first `dvc repro` of a fresh copy, with Python warnings shown as a user sees them."""
     copy = ProjectCopy.create(tmp_path_factory.mktemp("project"))
     copy.compose(*TINY)
-    result = copy.run("dvc", "repro")
+    return copy, copy.run("dvc", "repro", warnings=True)
+
+
+@pytest.fixture(scope="module")
+def project(first_repro) -> ProjectCopy:
+    copy, result = first_repro
     assert ran_stages(result.stdout) == ALL_STAGES
     return copy
 
@@ -66,6 +73,16 @@ def test_repro_writes_every_output_and_then_is_up_to_date(project, first_results
     assert "Data and pipelines are up to date." in again.stdout
 
 
+def test_a_first_run_prints_no_library_warnings_or_mlflow_chatter(first_repro):
+    _, result = first_repro
+    noise = [
+        line
+        for line in result.stderr.splitlines()
+        if "warning" in line.lower() or " INFO mlflow" in line or "font cache" in line
+    ]
+    assert noise == []
+
+
 def test_one_mlflow_run_holds_config_curves_metrics_and_model(project):
     run_id = project.json("models/run.json")["run_id"]
     client = mlflow_client(project)
@@ -74,8 +91,17 @@ def test_one_mlflow_run_holds_config_curves_metrics_and_model(project):
     assert run.data.params["train.epochs"] == "2" and run.data.params["model.arch"] == "small_cnn"
     assert run.data.params["split.seed"] == "42"
     for name in ("train_loss", "valid_loss", "valid_accuracy", "valid_error_rate", "lr"):
-        # one point per epoch; evaluate adds its own valid_* numbers at the last epoch
-        assert sorted({m.step for m in client.get_metric_history(run_id, name)}) == [1, 2], name
+        steps = {m.step for m in client.get_metric_history(run_id, f"epoch/{name}")}
+        assert sorted(steps) == [1, 2], name  # one point per epoch
+    # The MLflow UI shows named chart sections first, alphabetically: the curves lead.
+    sections = sorted({key.rpartition("/")[0] for key in run.data.metrics} - {""})
+    assert sections == ["epoch", "test_per_class", "valid_per_class"]
+    per_class = pd.read_csv(project.root / "plots/valid/per_class.csv", index_col="class")
+    assert run.data.metrics["valid_per_class/f1_3"] == pytest.approx(per_class.loc[3, "f1"])
+    assert project.json("models/run.json")["ui_route"] == (
+        f"#/experiments/{run.info.experiment_id}/runs/{run_id}/model-metrics"
+        "?workflowType=machine_learning"
+    )
     assert run.data.metrics["valid_accuracy"] == pytest.approx(
         project.json("metrics/valid.json")["accuracy"]
     )
@@ -285,7 +311,7 @@ def test_a_killed_training_resumes_in_its_mlflow_run_with_identical_weights(proj
     client = mlflow_client(project)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
-    steps = {m.step for m in client.get_metric_history(run_id, "valid_loss")}
+    steps = {m.step for m in client.get_metric_history(run_id, "epoch/valid_loss")}
     assert steps == set(range(1, 7))
     assert not checkpoint.exists()
 

@@ -47,7 +47,7 @@ def test_four_parallel_jobs_lose_no_run_or_metric(project):
     client, _ = store(project)
     for child in children:
         assert child.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "valid_loss")]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch/valid_loss")]
         assert sorted(steps) == [1, 2, 3]
     assert parent.data.tags["sweep.best_run_id"] in {c.info.run_id for c in children}
 

@@ -30,6 +30,18 @@ MAX_PARAM_LENGTH = 6000
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit for log_batch
 MAX_PARAMS_PER_CALL = 100
 
+# MLflow's UI charts a run's metrics in sections named by the part before the last "/":
+# named sections first, alphabetically, then the unnamed ones ("Model metrics"). The
+# per-epoch curves are what people look at, so they get the section that sorts first
+# (per-class metrics sit in "<split>_per_class", the final numbers stay unnamed).
+CURVES_SECTION = "epoch"
+
+
+def curve_name(metric: str) -> str:
+    """The MLflow name of a per-epoch metric: train_loss -> epoch/train_loss,
+    epoch_seconds -> epoch/seconds."""
+    return f"{CURVES_SECTION}/{metric.removeprefix('epoch_')}"
+
 
 def at_step(metrics: dict[str, float], step: int) -> list[Metric]:
     now = int(time.time() * 1000)
@@ -67,6 +79,16 @@ class Run:
 
     def logged_steps(self, metric: str) -> set[int]:
         return {m.step for m in self.store.client.get_metric_history(self.id, metric)}
+
+    def ui_route(self) -> str:
+        """The run's charts in the MLflow UI: the part of the URL after the UI's address.
+
+        workflowType=machine_learning opens MLflow 3's model-training view; without it the
+        UI shows the GenAI view until the user switches (it ignores the experiment's kind)."""
+        experiment = self.store.client.get_run(self.id).info.experiment_id
+        return (
+            f"#/experiments/{experiment}/runs/{self.id}/model-metrics?workflowType=machine_learning"
+        )
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -106,9 +128,9 @@ class Run:
 
 
 class MetricBuffer:
-    """Per-epoch metrics, stored in one batched call at most every `interval` seconds and at
-    the end: short epochs do not wait for the store each time (about 8 ms a write on sqlite),
-    and the MLflow UI is at most `interval` seconds behind."""
+    """Per-epoch metrics, logged as curves (curve_name) in one batched call at most every
+    `interval` seconds and at the end: short epochs do not wait for the store each time
+    (about 8 ms a write on sqlite), and the MLflow UI is at most `interval` seconds behind."""
 
     def __init__(self, run: Run, interval: float = 5.0) -> None:
         self.run, self.interval = run, interval
@@ -116,7 +138,7 @@ class MetricBuffer:
         self.last_write = time.monotonic()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.pending += at_step(metrics, step)
+        self.pending += at_step({curve_name(k): v for k, v in metrics.items()}, step)
         if time.monotonic() - self.last_write >= self.interval:
             self.flush()
 

@@ -28,7 +28,15 @@ log = logging.getLogger("stagewise")
 # Artifact transfers are local and quick: their progress bars only clutter the stage logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-# MLflow 3 opens an experiment on the GenAI overview unless its kind says otherwise.
+# MLflow's INFO lines narrate its housekeeping (creating the sqlite tables, validating the
+# input example) into every stage's output; its warnings still show. MLFLOW_LOGGING_LEVEL,
+# when the user sets it, wins.
+if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+# The experiment's kind, for MLflow UIs that read it. MLflow 3.17's UI does not: it opens the
+# GenAI view unless the URL says workflowType=machine_learning (runs.ui_route) or the
+# browser last chose "Model training".
 EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
 
 # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; a value this process exported
