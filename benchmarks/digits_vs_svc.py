@@ -21,8 +21,8 @@ from sklearn.svm import SVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.paths import PROJECT_ROOT, Paths
-from pipeline.split import load_split_images
+from pipeline.core.paths import PROJECT_ROOT, Paths
+from pipeline.data.split import load_split_images
 from stages import ingest, normalize_stats, split, test_holdout, train
 from stages.common import validated
 

@@ -71,7 +71,7 @@ import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from hydra import compose, initialize_config_dir
 from pathlib import Path
-from pipeline.paths import Paths
+from pipeline.core.paths import Paths
 from stages import ingest
 from stages.common import validated
 with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base=None):

@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.models import ModelSpec  # noqa: E402
+from pipeline.model.networks import ModelSpec  # noqa: E402
 from tests.serving import images_request, packaged_small_cnn, post, served  # noqa: E402
 
 SIZE = 64

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.paths import Paths  # noqa: E402
+from pipeline.core.paths import Paths  # noqa: E402
 from pipeline.tracking.store import open_store  # noqa: E402
 
 LRS = ["0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008"]

@@ -4,7 +4,7 @@ Same model, data, batch size, optimizer and one-cycle schedule, no augmentation,
 process, alternating the variants so machine noise hits them alike:
   hand     - a bare loop: shuffle, normalize, forward, cross-entropy, backward, step; and an
              evaluation of the valid split after each epoch, as fit does.
-  fit      - pipeline.loop.fit with no callbacks.
+  fit      - pipeline.train.loop.fit with no callbacks.
   fit+log  - fit with the train stage's callbacks: per-epoch metrics to a real MLflow store,
              the overfitting watch, and the per-epoch checkpoint.
 Prints training images/s of each, the ratios (goal fit/hand >= 0.95) and the MLflow logging
@@ -28,15 +28,15 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pipeline.callbacks import Checkpoint, OverfitWatch, ReportEpoch  # noqa: E402
-from pipeline.device import Batches, autocast, prepare_model, select_device  # noqa: E402
-from pipeline.loop import fit, steps_per_epoch  # noqa: E402
-from pipeline.models import ModelSpec, build_model  # noqa: E402
-from pipeline.paths import Paths  # noqa: E402
-from pipeline.preprocess import Normalizer  # noqa: E402
-from pipeline.split import load_split_images  # noqa: E402
+from pipeline.core.paths import Paths  # noqa: E402
+from pipeline.data.split import load_split_images  # noqa: E402
+from pipeline.model.device import Batches, autocast, prepare_model, select_device  # noqa: E402
+from pipeline.model.networks import ModelSpec, build_model  # noqa: E402
+from pipeline.model.preprocess import Normalizer  # noqa: E402
 from pipeline.tracking.runs import MetricBuffer, Run  # noqa: E402
 from pipeline.tracking.store import open_store  # noqa: E402
+from pipeline.train.callbacks import Checkpoint, OverfitWatch, ReportEpoch  # noqa: E402
+from pipeline.train.loop import fit, steps_per_epoch  # noqa: E402
 from stages import ingest, normalize_stats, split  # noqa: E402
 from tests.conftest import compose_config  # noqa: E402
 

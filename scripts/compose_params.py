@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a script's folder, not the project, is on the import path
 
-from pipeline.config import Config
-from pipeline.errors import StagewiseError
+from pipeline.core.config import Config
+from pipeline.core.errors import StagewiseError
 from stages.common import validated
 
 PARAMS = ROOT / "params.yaml"

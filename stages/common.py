@@ -13,10 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import Config
-from pipeline.errors import StagewiseError
-from pipeline.paths import PROJECT_ROOT
-from pipeline.workspace import ParamsGuard
+from pipeline.core.config import Config
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import PROJECT_ROOT
+from pipeline.core.workspace import ParamsGuard
 
 log = logging.getLogger("stagewise")
 
@@ -40,13 +40,13 @@ params_guard: ParamsGuard | None = None
 
 def check_params() -> None:
     """Stop before writing outputs when params.yaml is no longer the one this stage started
-    on (another run in the workspace rewrote it): see pipeline/workspace.py."""
+    on (another run in the workspace rewrote it): see pipeline/core/workspace.py."""
     if params_guard is not None:
         params_guard.check()
 
 
 def validated(cfg: DictConfig) -> Config:
-    """params.yaml checked against pipeline.config's schema: unknown, missing or mistyped
+    """params.yaml checked against pipeline.core.config's schema: unknown, missing or mistyped
     keys, and values outside an Enum's choices, fail here, before any work (and in
     scripts/compose_params.py, before params.yaml is written)."""
     try:

@@ -10,11 +10,11 @@ parent run.
 
 import logging
 
-from pipeline.compare import metric_figure, runs_table
-from pipeline.config import Config
-from pipeline.errors import StagewiseError
-from pipeline.io import atomic_write
-from pipeline.paths import PROJECT_ROOT, Paths
+from pipeline.core.config import Config
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import atomic_write
+from pipeline.core.paths import PROJECT_ROOT, Paths
+from pipeline.evaluate.compare import metric_figure, runs_table
 from pipeline.tracking.runs import Run
 from pipeline.tracking.store import open_store
 from pipeline.tracking.sweeps import runs_of

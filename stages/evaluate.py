@@ -6,8 +6,12 @@ fastai's interpretation: the top losses (table + image grid) and the most confus
 
 import logging
 
-from pipeline.config import Config
-from pipeline.evaluation import (
+from pipeline.core.config import Config
+from pipeline.core.io import write_csv, write_json
+from pipeline.core.paths import Paths
+from pipeline.evaluate.metrics import confusion_matrix, confusion_rows, most_confused
+from pipeline.evaluate.plots import confusion_figure, top_losses_figure
+from pipeline.evaluate.scoring import (
     describe,
     headline,
     mlflow_metrics,
@@ -15,10 +19,6 @@ from pipeline.evaluation import (
     score_split,
     top_losses,
 )
-from pipeline.io import write_csv, write_json
-from pipeline.metrics import confusion_matrix, confusion_rows, most_confused
-from pipeline.paths import Paths
-from pipeline.plots import confusion_figure, top_losses_figure
 from pipeline.tracking.runs import trained_run
 from stages.common import entrypoint
 

@@ -2,10 +2,10 @@
 
 import logging
 
-from pipeline.config import Config
-from pipeline.data import ingest
-from pipeline.io import atomic_write, write_json
-from pipeline.paths import Paths
+from pipeline.core.config import Config
+from pipeline.core.io import atomic_write, write_json
+from pipeline.core.paths import Paths
+from pipeline.data.ingest import ingest
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")

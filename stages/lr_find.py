@@ -9,15 +9,15 @@ import logging
 import math
 from functools import partial
 
-from pipeline.config import Config, to_dict
-from pipeline.io import atomic_write, write_csv, write_json
-from pipeline.learner import create_learner, data_tags
-from pipeline.lr_find import lr_find
-from pipeline.paths import Paths
-from pipeline.plots import lr_find_figure
+from pipeline.core.config import Config, to_dict
+from pipeline.core.io import atomic_write, write_csv, write_json
+from pipeline.core.paths import Paths
+from pipeline.evaluate.plots import lr_find_figure
 from pipeline.tracking.models import run_model_files
 from pipeline.tracking.runs import source_tags, training_run
 from pipeline.tracking.store import check_reachable
+from pipeline.train.learner import create_learner, data_tags
+from pipeline.train.lr_find import lr_find
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")

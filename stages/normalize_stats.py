@@ -2,12 +2,12 @@
 
 import logging
 
-from pipeline.config import Config
-from pipeline.io import write_json
-from pipeline.paths import Paths
-from pipeline.split import load_split_table, split_indices
-from pipeline.stats import channel_stats
-from pipeline.store import load_images, load_manifest
+from pipeline.core.config import Config
+from pipeline.core.io import write_json
+from pipeline.core.paths import Paths
+from pipeline.data.split import load_split_table, split_indices
+from pipeline.data.stats import channel_stats
+from pipeline.data.store import load_images, load_manifest
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")

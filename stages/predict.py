@@ -6,12 +6,12 @@ python -m stages.predict predict.input=path/to/folder_or.csv [predict.output=out
 import logging
 from pathlib import Path
 
-from pipeline.config import Config
-from pipeline.errors import StagewiseError
-from pipeline.inference import Classifier
-from pipeline.io import atomic_write
-from pipeline.paths import PROJECT_ROOT, ModelFiles
-from pipeline.predict import input_files, predict_files
+from pipeline.core.config import Config
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import atomic_write
+from pipeline.core.paths import PROJECT_ROOT, ModelFiles
+from pipeline.model.inference import Classifier
+from pipeline.model.predict import input_files, predict_files
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")

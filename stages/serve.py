@@ -11,10 +11,10 @@ says otherwise.
 
 import logging
 
-from pipeline.config import Config
-from pipeline.io import read_json
-from pipeline.paths import ModelFiles, Paths
-from pipeline.serving import scoring_app, serve
+from pipeline.core.config import Config
+from pipeline.core.io import read_json
+from pipeline.core.paths import ModelFiles, Paths
+from pipeline.model.serving import scoring_app, serve
 from pipeline.tracking.store import open_store
 from stages.common import entrypoint
 

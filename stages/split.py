@@ -2,11 +2,11 @@
 
 import logging
 
-from pipeline.config import Config
-from pipeline.io import atomic_write, write_json
-from pipeline.paths import Paths
-from pipeline.split import assign_splits, enforce_leakage, split_report
-from pipeline.store import load_manifest
+from pipeline.core.config import Config
+from pipeline.core.io import atomic_write, write_json
+from pipeline.core.paths import Paths
+from pipeline.data.split import assign_splits, enforce_leakage, split_report
+from pipeline.data.store import load_manifest
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")

@@ -14,8 +14,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.direction import optimization_direction
-from pipeline.paths import Paths
+from pipeline.core.direction import optimization_direction
+from pipeline.core.paths import Paths
 from pipeline.tracking.runs import SWEEP_RUN_ENV, Run
 from pipeline.tracking.sweeps import finish_sweep, start_sweep
 from stages import common

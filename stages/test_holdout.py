@@ -8,12 +8,12 @@ DVC experiments write a sealed metrics/test.json.
 
 import logging
 
-from pipeline import holdout
-from pipeline.config import Config
-from pipeline.errors import StagewiseError
-from pipeline.evaluation import describe, headline, mlflow_metrics, score_split
-from pipeline.io import read_json, write_json
-from pipeline.paths import Paths
+from pipeline.core.config import Config
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import read_json, write_json
+from pipeline.core.paths import Paths
+from pipeline.evaluate import holdout
+from pipeline.evaluate.scoring import describe, headline, mlflow_metrics, score_split
 from pipeline.tracking.models import register_candidate
 from pipeline.tracking.runs import Run, trained_run
 from stages.common import entrypoint, is_multirun

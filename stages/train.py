@@ -7,22 +7,22 @@ folder, so a sweep never overwrites the pipeline's tracked outputs.
 import logging
 from functools import partial
 
-from pipeline.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
-from pipeline.checkpoint import checkpoint_run_id, load_checkpoint
-from pipeline.config import Config, Monitor, config_digest, to_dict
-from pipeline.decode import encode_png
-from pipeline.device import device_tags
-from pipeline.errors import StagewiseError
-from pipeline.inference import Classifier
-from pipeline.io import write_csv, write_json
-from pipeline.learner import Learner, create_learner, data_tags
-from pipeline.loop import Callback, EpochResult, fit, overfit_one_batch
-from pipeline.models import save_model
-from pipeline.paths import ModelFiles, Paths
-from pipeline.predict import predict_files
+from pipeline.core.config import Config, Monitor, config_digest, to_dict
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import write_csv, write_json
+from pipeline.core.paths import ModelFiles, Paths
+from pipeline.data.decode import encode_png
+from pipeline.model.device import device_tags
+from pipeline.model.inference import Classifier
+from pipeline.model.networks import save_model
+from pipeline.model.predict import predict_files
 from pipeline.tracking.models import log_model, run_model_files
 from pipeline.tracking.runs import MetricBuffer, Run, curve_name, end_abandoned_run, training_run
 from pipeline.tracking.store import check_reachable
+from pipeline.train.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
+from pipeline.train.checkpoint import checkpoint_run_id, load_checkpoint
+from pipeline.train.learner import Learner, create_learner, data_tags
+from pipeline.train.loop import Callback, EpochResult, fit, overfit_one_batch
 from stages.common import check_params, entrypoint, job_dir
 
 log = logging.getLogger("stagewise")

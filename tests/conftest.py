@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.config import Config
-from pipeline.paths import PROJECT_ROOT, Paths
+from pipeline.core.config import Config
+from pipeline.core.paths import PROJECT_ROOT, Paths
 from stages.common import validated
 
 

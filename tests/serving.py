@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.decode import encode_png
-from pipeline.inference import Classifier
-from pipeline.models import ModelSpec, build_model, save_model
-from pipeline.paths import ModelFiles
-from pipeline.predict import predict_files
+from pipeline.core.paths import ModelFiles
+from pipeline.data.decode import encode_png
+from pipeline.model.inference import Classifier
+from pipeline.model.networks import ModelSpec, build_model, save_model
+from pipeline.model.predict import predict_files
 
 
 def packaged_small_cnn(folder: Path, spec: ModelSpec, seed: int = 0) -> Path:

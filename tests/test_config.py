@@ -10,9 +10,9 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from pipeline.config import Config, defining_config, to_dict
-from pipeline.errors import StagewiseError
-from pipeline.paths import PROJECT_ROOT
+from pipeline.core.config import Config, defining_config, to_dict
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import PROJECT_ROOT
 from pipeline.tracking.runs import flatten
 from stages.common import validated
 from tests.conftest import compose_config

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.data import ingest
-from pipeline.errors import StagewiseError
-from pipeline.paths import Paths
-from pipeline.store import class_names, load_images, load_manifest
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
+from pipeline.data.ingest import ingest
+from pipeline.data.store import class_names, load_images, load_manifest
 from tests.conftest import compose_config, write_image_folder
 
 

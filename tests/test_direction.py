@@ -4,9 +4,9 @@ summary, compare and the Optuna preset."""
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.compare import runs_table
-from pipeline.direction import best_by, higher_is_better, improved, optimization_direction
-from pipeline.paths import PROJECT_ROOT
+from pipeline.core.direction import best_by, higher_is_better, improved, optimization_direction
+from pipeline.core.paths import PROJECT_ROOT
+from pipeline.evaluate.compare import runs_table
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.paths import PROJECT_ROOT, Paths
+from pipeline.core.paths import PROJECT_ROOT, Paths
 from tests.imports import import_closure
 
 DVC_YAML = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
-# Code a stage ships rather than imports: train logs pipeline/packaged_model.py as the model's code.
-SHIPPED = {"train": ["pipeline/packaged_model.py"]}
+# Code a stage ships rather than imports: train logs pipeline/model/packaged.py as the model's code.
+SHIPPED = {"train": ["pipeline/model/packaged.py"]}
 
 
 def module_of(stage: str) -> Path:
@@ -35,10 +35,10 @@ def test_package_init_files_hold_no_code():
     """__init__.py files are not declared as deps, so they must stay docstring-only."""
     import ast
 
-    for init in (
-        PROJECT_ROOT / "pipeline" / "__init__.py",
+    for init in [
+        *(PROJECT_ROOT / "pipeline").rglob("__init__.py"),
         PROJECT_ROOT / "stages" / "__init__.py",
-    ):
+    ]:
         body = ast.parse(init.read_text()).body
         assert all(
             isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body
@@ -84,7 +84,7 @@ def test_outputs_are_the_locations_in_paths():
             paths.lr_find_metrics,
         )
     }
-    from pipeline.paths import ModelFiles
+    from pipeline.core.paths import ModelFiles
 
     files = ModelFiles(paths.model_dir)
     known |= {

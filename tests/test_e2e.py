@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.paths import Paths
+from pipeline.core.paths import Paths
 from tests.project import ProjectCopy, ran_stages
 
 pytestmark = pytest.mark.e2e
@@ -142,7 +142,7 @@ def test_packaged_model_predicts_raw_images_like_test_holdout(project):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}")
-    from pipeline.split import load_split_images
+    from pipeline.data.split import load_split_images
 
     model = mlflow.pyfunc.load_model(project.json("models/run.json")["model_uri"])
     test = load_split_images(Paths(project.root), "test")
@@ -162,7 +162,7 @@ def test_packaged_model_takes_image_files_as_paths_or_bytes(project, tmp_path):
     import mlflow
     from PIL import Image
 
-    from pipeline.split import load_split_images
+    from pipeline.data.split import load_split_images
 
     mlflow.set_tracking_uri(f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(project.json("models/run.json")["model_uri"])
@@ -380,7 +380,7 @@ def test_test_holdout_registers_a_candidate_when_asked(project):
 
 
 def test_served_model_answers_raw_pixels_like_test_holdout(project):
-    from pipeline.split import load_split_images
+    from pipeline.data.split import load_split_images
     from tests.serving import post, served
 
     env = {

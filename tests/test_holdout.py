@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 from filelock import FileLock
 
-from pipeline import holdout
-from pipeline.errors import StagewiseError
+from pipeline.core.errors import StagewiseError
+from pipeline.evaluate import holdout
 from tests.conftest import compose_config
 
 CFG = compose_config()

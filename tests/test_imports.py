@@ -9,19 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.paths import PROJECT_ROOT
+from pipeline.core.paths import PROJECT_ROOT
 from tests.imports import import_closure, imported_names
 
 PIPELINE = PROJECT_ROOT / "pipeline"
-TRACKING = PIPELINE / "tracking"
+# The served model: its code (logged with it) and its HTTP server.
+SERVED = {PIPELINE / "model" / "packaged.py", PIPELINE / "model" / "serving.py"}
 PROJECT_FILES = sorted([*PIPELINE.rglob("*.py"), *(PROJECT_ROOT / "stages").glob("*.py")])
-# Training: the loop and everything only training needs.
-TRAINING = {
-    PIPELINE / f"{name}.py"
-    for name in ("loop", "callbacks", "checkpoint", "fine_tune", "lr_find", "learner", "weights")
-}
-EVALUATION = {PIPELINE / f"{name}.py" for name in ("evaluation", "metrics", "plots", "compare")}
-INFERENCE = {PIPELINE / f"{name}.py" for name in ("inference", "predict", "preprocess", "device")}
+
+
+def package(name: str) -> set[Path]:
+    return set((PIPELINE / name).glob("*.py"))
 
 
 def relative(files: set[Path]) -> list[str]:
@@ -32,24 +30,26 @@ def top_level(path: Path) -> set[str]:
     return {name.split(".")[0] for name in imported_names(path)}
 
 
-SERVED = {PIPELINE / "packaged_model.py", PIPELINE / "serving.py"}  # the model and its server
-
-
 def test_only_tracking_and_the_served_model_import_mlflow():
-    allowed = {*TRACKING.glob("*.py"), *SERVED}
     importers = {f for f in PROJECT_FILES if "mlflow" in top_level(f)}
-    assert relative(importers - allowed) == []
+    assert relative(importers - package("tracking") - SERVED) == []
 
 
-def test_tracking_imports_no_training_evaluation_or_inference_code():
-    reached = set().union(*(import_closure(f) for f in TRACKING.glob("*.py")))
-    assert relative(reached & (TRAINING | EVALUATION | INFERENCE)) == []
+def test_tracking_imports_no_training_evaluation_or_model_code():
+    reached = set().union(*(import_closure(f) for f in package("tracking")))
+    assert relative(reached & (package("train") | package("evaluate") | package("model"))) == []
 
 
-def test_the_served_model_imports_no_training_code():
+def test_the_served_model_imports_no_training_or_tracking_code():
     reached = set().union(*(import_closure(f) for f in SERVED))
-    assert relative(reached & (TRAINING | set(TRACKING.glob("*.py")))) == []
-    assert PIPELINE / "inference.py" in reached  # the check follows the real path
+    assert relative(reached & (package("train") | package("tracking"))) == []
+    assert PIPELINE / "model" / "inference.py" in reached  # the check follows the real path
+
+
+def test_data_code_imports_no_model_training_evaluation_or_tracking_code():
+    reached = set().union(*(import_closure(f) for f in package("data")))
+    others = package("model") | package("train") | package("evaluate") | package("tracking")
+    assert relative(reached & others) == []
 
 
 def test_pipeline_imports_no_hydra_and_nothing_from_stages():
@@ -79,5 +79,5 @@ def test_data_stages_load_neither_torch_nor_mlflow(stage):
 def test_editing_a_metrics_module_does_not_rerun_lr_find():
     from tests.test_dvc_yaml import STAGES
 
-    assert "pipeline/metrics.py" not in STAGES["lr-find"]["deps"]
-    assert "pipeline/metrics.py" in STAGES["evaluate"]["deps"]
+    assert "pipeline/evaluate/metrics.py" not in STAGES["lr-find"]["deps"]
+    assert "pipeline/evaluate/metrics.py" in STAGES["evaluate"]["deps"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import StagewiseError
-from pipeline.inference import Classifier
-from pipeline.models import ModelSpec, build_model
+from pipeline.core.errors import StagewiseError
+from pipeline.model.inference import Classifier
+from pipeline.model.networks import ModelSpec, build_model
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_grey_to_rgb_and_back(classifier):
 def test_test_time_augmentation_blends_augmented_passes_with_the_plain_prediction(classifier):
     from dataclasses import replace
 
-    from pipeline.inference import TTA
+    from pipeline.model.inference import TTA
     from tests.conftest import compose_config
 
     images = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)

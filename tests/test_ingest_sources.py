@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import data
-from pipeline.data import ingest
-from pipeline.errors import StagewiseError
-from pipeline.paths import Paths
-from pipeline.store import load_images, load_manifest
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
+from pipeline.data import ingest as data
+from pipeline.data.ingest import ingest
+from pipeline.data.store import load_images, load_manifest
 from stages import ingest as stages_ingest
 from tests import images
 from tests.conftest import compose_config, write_image_folder

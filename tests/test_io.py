@@ -1,4 +1,4 @@
-"""Files written through pipeline.io: atomic, and with the permissions the user's umask asks."""
+"""Files written through pipeline.core.io: atomic, and with the permissions the user's umask asks."""
 
 import os
 import stat
@@ -6,7 +6,7 @@ import stat
 import pandas as pd
 import pytest
 
-from pipeline.io import atomic_write, write_json
+from pipeline.core.io import atomic_write, write_json
 
 
 @pytest.fixture

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.device import Batches, select_device
-from pipeline.errors import StagewiseError
-from pipeline.loop import fit
-from pipeline.models import ModelSpec, build_model
-from pipeline.paths import Paths
-from pipeline.preprocess import Normalizer, to_float
-from pipeline.split import load_split_images
-from pipeline.transforms import augment, is_identity, random_affine
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
+from pipeline.data.split import load_split_images
+from pipeline.model.augment import augment, is_identity, random_affine
+from pipeline.model.device import Batches, select_device
+from pipeline.model.networks import ModelSpec, build_model
+from pipeline.model.preprocess import Normalizer, to_float
+from pipeline.train.loop import fit
 from tests.conftest import compose_config
 
 CFG = compose_config("train.epochs=3")

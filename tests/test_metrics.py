@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from pipeline.metrics import (
+from pipeline.evaluate.metrics import (
     classification_metrics,
     confusion_matrix,
     confusion_rows,

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from pipeline.errors import StagewiseError
-from pipeline.models import ModelSpec, build_model, load_model, save_model
-from pipeline.paths import ModelFiles
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import ModelFiles
+from pipeline.model.networks import ModelSpec, build_model, load_model, save_model
 
 
 def spec(arch: str = "small_cnn", channels: int = 1, size: int = 8) -> ModelSpec:

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import Resize
-from pipeline.decode import decode_bytes, encode_png, fit_pixels
-from pipeline.errors import StagewiseError
-from pipeline.inference import Classifier
-from pipeline.models import ModelSpec, build_model, save_model
-from pipeline.paths import ModelFiles
-from pipeline.predict import predict_files
+from pipeline.core.config import Resize
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import ModelFiles
+from pipeline.data.decode import decode_bytes, encode_png, fit_pixels
+from pipeline.model.inference import Classifier
+from pipeline.model.networks import ModelSpec, build_model, save_model
+from pipeline.model.predict import predict_files
 
 BACKGROUND = [10, 200, 30]  # padding colour: pad must show it, squish and crop must not
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.errors import StagewiseError
-from pipeline.inference import Classifier
-from pipeline.models import ModelSpec, build_model, save_model
-from pipeline.paths import ModelFiles
-from pipeline.split import load_split_images
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import ModelFiles
+from pipeline.data.split import load_split_images
+from pipeline.model.inference import Classifier
+from pipeline.model.networks import ModelSpec, build_model, save_model
 from stages import predict
 from tests.conftest import compose_config
 

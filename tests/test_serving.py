@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.inference import Classifier
-from pipeline.models import ModelSpec
-from pipeline.paths import PROJECT_ROOT, ModelFiles
-from pipeline.predict import predict_files
+from pipeline.core.paths import PROJECT_ROOT, ModelFiles
+from pipeline.model.inference import Classifier
+from pipeline.model.networks import ModelSpec
+from pipeline.model.predict import predict_files
 from tests.serving import images_request, packaged_small_cnn, post, served
 
 SPEC = ModelSpec("small_cnn", ["cat", "dog"], 3, 16, [0.5, 0.4, 0.3], [0.25, 0.3, 0.2], widths=[4])

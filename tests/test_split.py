@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import StagewiseError
-from pipeline.paths import Paths
-from pipeline.split import (
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
+from pipeline.data.split import (
     SPLITS,
     assign_splits,
     load_split_images,
@@ -17,7 +17,7 @@ from pipeline.split import (
     split_report,
     split_sizes,
 )
-from pipeline.store import load_manifest
+from pipeline.data.store import load_manifest
 from tests.conftest import compose_config
 
 CFG = compose_config().split

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import ingest
-from pipeline.errors import StagewiseError
-from pipeline.paths import Paths
-from pipeline.split import assign_splits, enforce_leakage, leakage, split_report
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
+from pipeline.data.ingest import ingest
+from pipeline.data.split import assign_splits, enforce_leakage, leakage, split_report
 from stages import ingest as ingest_stage
 from stages import split as split_stage
 from tests import images

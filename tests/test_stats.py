@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 
-from pipeline.paths import Paths
-from pipeline.split import load_split_images
-from pipeline.stats import channel_stats
+from pipeline.core.paths import Paths
+from pipeline.data.split import load_split_images
+from pipeline.data.stats import channel_stats
 
 
 def test_stats_are_those_of_the_train_split_only(digits_paths: Paths):

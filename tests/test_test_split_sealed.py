@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from pipeline import split as split_module
-from pipeline import store
-from pipeline.paths import Paths
-from pipeline.split import load_split_table, split_indices
+from pipeline.core.paths import Paths
+from pipeline.data import split as split_module
+from pipeline.data import store
+from pipeline.data.split import load_split_table, split_indices
 from stages import evaluate, ingest, normalize_stats, split, test_holdout, train
 from tests.conftest import compose_config
 

@@ -3,8 +3,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.io import file_md5
-from pipeline.paths import Paths
+from pipeline.core.io import file_md5
+from pipeline.core.paths import Paths
 from pipeline.tracking import store as tracking_store
 from pipeline.tracking.runs import flatten, training_run
 from pipeline.tracking.store import local_store_uri

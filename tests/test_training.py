@@ -6,7 +6,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pipeline.callbacks import (
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
+from pipeline.data.split import load_split_images
+from pipeline.model.device import Batches
+from pipeline.model.networks import ModelSpec, build_model
+from pipeline.model.preprocess import Normalizer
+from pipeline.model.weights import head_keys
+from pipeline.train.callbacks import (
     Checkpoint,
     EarlyStopping,
     KeepBest,
@@ -14,17 +21,10 @@ from pipeline.callbacks import (
     epochs_since_best,
     overfitting_since,
 )
-from pipeline.checkpoint import load_checkpoint
-from pipeline.device import Batches
-from pipeline.errors import StagewiseError
-from pipeline.fine_tune import discriminative_lrs, layer_groups
-from pipeline.loop import Callback, EpochResult, FitState, fit, overfit_one_batch
-from pipeline.lr_find import lr_find, valley
-from pipeline.models import ModelSpec, build_model
-from pipeline.paths import Paths
-from pipeline.preprocess import Normalizer
-from pipeline.split import load_split_images
-from pipeline.weights import head_keys
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.fine_tune import discriminative_lrs, layer_groups
+from pipeline.train.loop import Callback, EpochResult, FitState, fit, overfit_one_batch
+from pipeline.train.lr_find import lr_find, valley
 from tests.conftest import compose_config
 
 CPU = torch.device("cpu")

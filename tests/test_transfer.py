@@ -13,11 +13,11 @@ from PIL import Image
 from safetensors.torch import load_file
 from sklearn.datasets import load_digits
 
-from pipeline.io import read_json
-from pipeline.learner import create_learner
-from pipeline.paths import ModelFiles, Paths
+from pipeline.core.io import read_json
+from pipeline.core.paths import ModelFiles, Paths
+from pipeline.model.weights import head_keys
 from pipeline.tracking.models import run_model_files
-from pipeline.weights import head_keys
+from pipeline.train.learner import create_learner
 from stages import ingest, normalize_stats, split, train
 from tests.conftest import compose_config
 

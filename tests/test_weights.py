@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.errors import StagewiseError
-from pipeline.models import ModelSpec, build_model, save_model
-from pipeline.paths import ModelFiles
-from pipeline.weights import head_keys, pretrained_state, read_state_file, transfer
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import ModelFiles
+from pipeline.model.networks import ModelSpec, build_model, save_model
+from pipeline.model.weights import head_keys, pretrained_state, read_state_file, transfer
 
 
 def spec(arch: str = "small_cnn", channels: int = 1, classes: str = "abc") -> ModelSpec:

@@ -7,22 +7,22 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from pipeline.errors import StagewiseError
-from pipeline.paths import PROJECT_ROOT, ModelFiles, Paths
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import PROJECT_ROOT, ModelFiles, Paths
 from pipeline.tracking.runs import Run
 from pipeline.tracking.store import open_store
 
-PACKAGED_MODEL_CODE = PROJECT_ROOT / "pipeline" / "packaged_model.py"
-IMAGE, PIXELS = "image", "pixels"  # the input columns pipeline/packaged_model.py reads
+PACKAGED_MODEL_CODE = PROJECT_ROOT / "pipeline" / "model" / "packaged.py"
+IMAGE, PIXELS = "image", "pixels"  # the input columns pipeline/model/packaged.py reads
 REQUIREMENTS = ("torch", "numpy", "pandas", "safetensors", "pillow", "pyarrow")
 
 
 def log_model(run: Run, files: ModelFiles, example: list[bytes], output: pd.DataFrame) -> str:
     """Log the trained model as an MLflow pyfunc model that takes image files or raw uint8
-    pixels (see pipeline/packaged_model.py); example is a few encoded image files and output
+    pixels (see pipeline/model/packaged.py); example is a few encoded image files and output
     the model's answer for them. Returns the model URI.
 
-    The model is logged "from code" (pipeline/packaged_model.py), not pickled; its weights
+    The model is logged "from code" (pipeline/model/packaged.py), not pickled; its weights
     and spec travel as artifacts.
     """
     with mlflow.start_run(run_id=run.id, log_system_metrics=False):

@@ -19,9 +19,9 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 
-from pipeline.errors import StagewiseError
-from pipeline.io import read_json
-from pipeline.paths import PROJECT_ROOT, ModelFiles, Paths
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import read_json
+from pipeline.core.paths import PROJECT_ROOT, ModelFiles, Paths
 from pipeline.tracking.store import Store, open_store
 
 # Set during a sweep: the parent run that each job's run becomes a child of.

@@ -20,8 +20,8 @@ import mlflow
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipeline.errors import StagewiseError
-from pipeline.paths import Paths
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
 
 log = logging.getLogger("stagewise")
 

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from pipeline.direction import best_by
-from pipeline.paths import PROJECT_ROOT, Paths
+from pipeline.core.direction import best_by
+from pipeline.core.paths import PROJECT_ROOT, Paths
 from pipeline.tracking.runs import Run, git_tags, source_tags
 from pipeline.tracking.store import open_store
 

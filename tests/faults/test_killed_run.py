@@ -3,10 +3,10 @@ over its checkpoint without resuming it does."""
 
 from mlflow.tracking import MlflowClient
 
-from pipeline.checkpoint import save_checkpoint
-from pipeline.paths import Paths
+from pipeline.core.paths import Paths
 from pipeline.tracking.runs import end_abandoned_run
 from pipeline.tracking.store import local_store_uri, open_store
+from pipeline.train.checkpoint import save_checkpoint
 from stages import ingest, normalize_stats, split, train
 from tests.conftest import compose_config
 

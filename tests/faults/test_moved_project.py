@@ -6,8 +6,8 @@ import subprocess
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipeline.io import read_json
-from pipeline.paths import ModelFiles, Paths
+from pipeline.core.io import read_json
+from pipeline.core.paths import ModelFiles, Paths
 from pipeline.tracking.models import run_model_files
 from pipeline.tracking.runs import training_run
 from pipeline.tracking.store import local_store_uri

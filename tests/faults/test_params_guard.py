@@ -1,4 +1,4 @@
-"""pipeline/workspace.py's checks against a real git repository holding DVC's executor ref
+"""pipeline/core/workspace.py's checks against a real git repository holding DVC's executor ref
 (the end-to-end race of two `dvc exp run` is tests/faults/test_concurrent_experiments.py)."""
 
 import os
@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from pipeline.errors import StagewiseError
-from pipeline.workspace import EXEC_MERGE, ParamsGuard
+from pipeline.core.errors import StagewiseError
+from pipeline.core.workspace import EXEC_MERGE, ParamsGuard
 from tests.project import GIT_IDENTITY
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import StagewiseError
-from pipeline.paths import Paths
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
 from pipeline.tracking.store import check_sqlite, open_store, shown
 from tests.project import ProjectCopy
 

@@ -2,7 +2,7 @@
 keep the best weights, stop early and checkpoint.
 
 Shuffling, augmentation and normalization are batch tensor ops on the device (see
-pipeline/device.py for where the data and the model live). Same seed + same data on the CPU
+pipeline/model/device.py for where the data and the model live). Same seed + same data on the CPU
 gives identical weights and metrics, also across an interruption and a resume.
 """
 
@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.checkpoint import restore_rng
-from pipeline.config import TrainConfig
-from pipeline.device import Batches, autocast, compiled
-from pipeline.errors import StagewiseError
-from pipeline.fine_tune import Phase, layer_groups, plan, set_frozen
-from pipeline.inference import predict_logits
-from pipeline.preprocess import Normalizer
-from pipeline.progress import progress
-from pipeline.transforms import augment, is_identity
+from pipeline.core.config import TrainConfig
+from pipeline.core.errors import StagewiseError
+from pipeline.core.progress import progress
+from pipeline.model.augment import augment, is_identity
+from pipeline.model.device import Batches, autocast, compiled
+from pipeline.model.inference import predict_logits
+from pipeline.model.preprocess import Normalizer
+from pipeline.train.checkpoint import restore_rng
+from pipeline.train.fine_tune import Phase, layer_groups, plan, set_frozen
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.checkpoint import rng_state, save_checkpoint
-from pipeline.direction import improved
-from pipeline.loop import Callback, EpochResult, FitState
+from pipeline.core.direction import improved
+from pipeline.train.checkpoint import rng_state, save_checkpoint
+from pipeline.train.loop import Callback, EpochResult, FitState
 
 log = logging.getLogger(__name__)
 

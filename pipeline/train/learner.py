@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.config import Config
-from pipeline.device import Batches, prepare_model, seed_everything, select_device
-from pipeline.io import file_md5, read_json
-from pipeline.models import ModelSpec, build_model
-from pipeline.paths import ModelFiles, Paths
-from pipeline.preprocess import Normalizer
-from pipeline.split import SplitImages, load_split_images
-from pipeline.weights import pretrained_state, transfer
+from pipeline.core.config import Config
+from pipeline.core.io import file_md5, read_json
+from pipeline.core.paths import ModelFiles, Paths
+from pipeline.data.split import SplitImages, load_split_images
+from pipeline.model.device import Batches, prepare_model, seed_everything, select_device
+from pipeline.model.networks import ModelSpec, build_model
+from pipeline.model.preprocess import Normalizer
+from pipeline.model.weights import pretrained_state, transfer
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import DataConfig, Label, Source
-from pipeline.errors import StagewiseError
+from pipeline.core.config import DataConfig, Label, Source
+from pipeline.core.errors import StagewiseError
 
 SPLIT_FOLDERS = ("train", "valid", "test")
 

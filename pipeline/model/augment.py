@@ -1,7 +1,7 @@
 """Random augmentations of a float batch (N x C x H x W in [0, 1]) on the training device.
 
 Used by training and by test-time augmentation; the deterministic uint8 -> model input step
-lives in pipeline/preprocess.py.
+lives in pipeline/model/preprocess.py.
 """
 
 import math
@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import AugmentConfig
+from pipeline.core.config import AugmentConfig
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

@@ -29,8 +29,8 @@ IMAGE, PIXELS = "image", "pixels"  # the signature's columns (pipeline/tracking/
 
 class ImageClassifier(PythonModel):
     def load_context(self, context):
-        from pipeline.inference import Classifier
-        from pipeline.paths import ModelFiles
+        from pipeline.core.paths import ModelFiles
+        from pipeline.model.inference import Classifier
 
         weights = Path(context.artifacts["weights"])
         spec = Path(context.artifacts["spec"])
@@ -42,7 +42,7 @@ class ImageClassifier(PythonModel):
     # contract (it hands this model a DataFrame of `image`/`pixels` rows). Without a hint
     # MLflow warns at every log and load; pd.DataFrame or a union makes it warn too.
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
-        from pipeline.errors import StagewiseError
+        from pipeline.core.errors import StagewiseError
 
         try:
             return self.answer(model_input)
@@ -52,9 +52,9 @@ class ImageClassifier(PythonModel):
             raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
 
     def answer(self, model_input) -> pd.DataFrame:
-        from pipeline.decode import MAX_PIXELS
-        from pipeline.errors import StagewiseError
-        from pipeline.predict import predict_files
+        from pipeline.core.errors import StagewiseError
+        from pipeline.data.decode import MAX_PIXELS
+        from pipeline.model.predict import predict_files
 
         if isinstance(model_input, pd.DataFrame):
             if IMAGE in model_input.columns:
@@ -78,7 +78,7 @@ def encoded_file(value: object) -> bytes:
     that text is decoded here. An image file is never valid base64 text (its first bytes,
     e.g. JPEG's 0xFF 0xD8 or PNG's 0x89, are not base64 characters)."""
     if not isinstance(value, bytes):
-        from pipeline.errors import StagewiseError
+        from pipeline.core.errors import StagewiseError
 
         raise StagewiseError(
             f"column `{IMAGE}` holds encoded image files; got {type(value).__name__}"

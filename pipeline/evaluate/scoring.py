@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import AugmentConfig, EvalConfig
-from pipeline.device import select_device
-from pipeline.inference import TTA, Classifier
-from pipeline.metrics import classification_metrics, image_losses, probability_metrics
-from pipeline.paths import ModelFiles, Paths
-from pipeline.split import SplitImages, load_split_images
+from pipeline.core.config import AugmentConfig, EvalConfig
+from pipeline.core.paths import ModelFiles, Paths
+from pipeline.data.split import SplitImages, load_split_images
+from pipeline.evaluate.metrics import classification_metrics, image_losses, probability_metrics
+from pipeline.model.device import select_device
+from pipeline.model.inference import TTA, Classifier
 
 
 @dataclass(frozen=True)

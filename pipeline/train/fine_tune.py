@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from pipeline.config import TrainConfig
-from pipeline.weights import head_keys
+from pipeline.core.config import TrainConfig
+from pipeline.model.weights import head_keys
 
 NORM_LAYERS = (
     nn.modules.batchnorm._BatchNorm,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import StagewiseError
+from pipeline.core.errors import StagewiseError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import SplitConfig, Strategy
-from pipeline.errors import StagewiseError
-from pipeline.paths import Paths
-from pipeline.store import class_names, load_images, load_manifest
+from pipeline.core.config import SplitConfig, Strategy
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
+from pipeline.data.store import class_names, load_images, load_manifest
 
 SPLITS = ("train", "valid", "test")
 # What split.time_unit reads the table's time column as (auto: iso, or s/ms by magnitude).
@@ -45,7 +45,7 @@ def split_sizes(n: int, valid_pct: float, test_pct: float) -> tuple[int, int, in
 
 
 def check_split_config(cfg: SplitConfig) -> None:
-    """The shares' ranges; the schema (pipeline.config) already refused an unknown strategy."""
+    """The shares' ranges; the schema (pipeline.core.config) already refused an unknown strategy."""
     if cfg.strategy in (Strategy.folder, Strategy.list):
         return  # the shares come from the folders or the list
     for key, pct in (("valid_pct", cfg.valid_pct), ("test_pct", cfg.test_pct)):

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.config import TrainConfig
-from pipeline.device import Batches
-from pipeline.fine_tune import layer_groups, set_frozen
-from pipeline.loop import steps_per_epoch, training_step
-from pipeline.preprocess import Normalizer
+from pipeline.core.config import TrainConfig
+from pipeline.model.device import Batches
+from pipeline.model.preprocess import Normalizer
+from pipeline.train.fine_tune import layer_groups, set_frozen
+from pipeline.train.loop import steps_per_epoch, training_step
 
 
 @dataclass(frozen=True)

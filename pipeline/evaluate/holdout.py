@@ -12,9 +12,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.config import Config, config_digest
-from pipeline.errors import StagewiseError
-from pipeline.io import read_json, write_json
+from pipeline.core.config import Config, config_digest
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import read_json, write_json
 
 # Recording takes milliseconds; a lock held this long belongs to a stuck process.
 LOCK_TIMEOUT_S = 120

@@ -21,9 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from pipeline.errors import StagewiseError
-from pipeline.models import load_spec
-from pipeline.paths import ModelFiles
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import ModelFiles
+from pipeline.model.networks import load_spec
 
 log = logging.getLogger(__name__)
 

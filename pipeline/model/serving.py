@@ -7,7 +7,7 @@ from typing import Any
 import mlflow
 from mlflow.pyfunc import scoring_server
 
-from pipeline.errors import StagewiseError
+from pipeline.core.errors import StagewiseError
 
 
 def scoring_app(model_uri: str, max_request_bytes: int) -> Any:

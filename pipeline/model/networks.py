@@ -13,10 +13,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pipeline.decode import MAX_PIXELS, DecodeSettings
-from pipeline.errors import StagewiseError
-from pipeline.io import atomic_write, write_json
-from pipeline.paths import ModelFiles
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import atomic_write, write_json
+from pipeline.core.paths import ModelFiles
+from pipeline.data.decode import MAX_PIXELS, DecodeSettings
 
 
 @dataclass(frozen=True)

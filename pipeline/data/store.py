@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import StagewiseError
+from pipeline.core.errors import StagewiseError
 
 
 def load_manifest(path: Path) -> pd.DataFrame:

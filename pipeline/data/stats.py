@@ -7,7 +7,7 @@ Units: fractions of full scale, i.e. pixel / 255, as the model sees them.
 
 import numpy as np
 
-from pipeline.store import iter_chunks
+from pipeline.data.store import iter_chunks
 
 
 def channel_stats(images: np.ndarray, indices: np.ndarray, chunk: int = 4096) -> dict:

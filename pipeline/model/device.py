@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import StagewiseError
+from pipeline.core.errors import StagewiseError
 
 log = logging.getLogger(__name__)
 

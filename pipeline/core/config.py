@@ -16,7 +16,7 @@ from enum import Enum, StrEnum
 
 
 class Source(StrEnum):
-    """Where the images come from (pipeline.sources)."""
+    """Where the images come from (pipeline.data.sources)."""
 
     digits = "digits"
     folder = "folder"
@@ -24,7 +24,7 @@ class Source(StrEnum):
 
 
 class Label(StrEnum):
-    """How an image gets its label (pipeline.sources)."""
+    """How an image gets its label (pipeline.data.sources)."""
 
     parent = "parent"
     regex = "regex"
@@ -32,7 +32,7 @@ class Label(StrEnum):
 
 
 class Resize(StrEnum):
-    """fastai's resize methods (pipeline.decode)."""
+    """fastai's resize methods (pipeline.data.decode)."""
 
     squish = "squish"
     crop = "crop"
@@ -48,7 +48,7 @@ class Duplicates(StrEnum):
 
 
 class Strategy(StrEnum):
-    """How images are split into train/valid/test (pipeline.split)."""
+    """How images are split into train/valid/test (pipeline.data.split)."""
 
     random = "random"
     group = "group"

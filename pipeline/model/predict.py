@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.decode import BadImage, decode_bytes
-from pipeline.errors import StagewiseError
-from pipeline.inference import Classifier
-from pipeline.store import iter_chunks
+from pipeline.core.errors import StagewiseError
+from pipeline.data.decode import BadImage, decode_bytes
+from pipeline.data.store import iter_chunks
+from pipeline.model.inference import Classifier
 
 
 def input_files(source: str, extensions: list[str]) -> list[Path]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import StagewiseError
-from pipeline.io import atomic_write
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import atomic_write
 
 KEYS = ("identity", "epoch", "model", "optimizer", "scheduler", "rng", "history", "run_id")
 

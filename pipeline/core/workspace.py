@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import StagewiseError
+from pipeline.core.errors import StagewiseError
 
 # DVC's ref to the stash commit of the experiment running in the workspace (DVC 3); the
 # commit's message is "dvc-exp:<rev>:<baseline rev>:<experiment name>".

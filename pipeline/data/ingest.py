@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import DataConfig
-from pipeline.decode import (
+from pipeline.core.config import DataConfig
+from pipeline.data.decode import (
     BadImage,
     Decoded,
     DecodeSettings,
     convert_pixels,
     decode_bytes,
 )
-from pipeline.errors import StagewiseError
-from pipeline.progress import progress
-from pipeline.sources import Item, list_items, path_text
-from pipeline.store import StoreWriter
+from pipeline.core.errors import StagewiseError
+from pipeline.core.progress import progress
+from pipeline.data.sources import Item, list_items, path_text
+from pipeline.data.store import StoreWriter
 
 MANIFEST_COLUMNS = [
     "id", "path", "index", "label", "group", "time", "folder_split", "sha256", "height", "width", "mode",

@@ -12,13 +12,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.config import AugmentConfig
-from pipeline.decode import fit_pixels
-from pipeline.device import autocast, prepare_model
-from pipeline.models import ModelSpec, load_model
-from pipeline.paths import ModelFiles
-from pipeline.preprocess import Normalizer
-from pipeline.transforms import augment
+from pipeline.core.config import AugmentConfig
+from pipeline.core.paths import ModelFiles
+from pipeline.data.decode import fit_pixels
+from pipeline.model.augment import augment
+from pipeline.model.device import autocast, prepare_model
+from pipeline.model.networks import ModelSpec, load_model
+from pipeline.model.preprocess import Normalizer
 
 
 @torch.no_grad()

@@ -1,0 +1,1 @@
+"""Data stages: list and decode the source, store the arrays, split, normalization statistics. No torch, no mlflow."""
