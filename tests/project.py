@@ -85,3 +85,57 @@ def ran_stages(output: str) -> list[str]:
     return [
         line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
     ]
+
+
+# The tiny training config every end-to-end test runs the pipeline with.
+TINY = ("train.epochs=2", "model.widths=[8,16]")
+ALL_STAGES = [
+    "ingest", "split", "normalize-stats", "train", "lr-find", "evaluate", "test-holdout",
+]  # fmt: skip
+
+
+def shared_root(tmp_path_factory) -> Path:
+    """A folder shared by every pytest-xdist worker of this session (each has its own
+    basetemp below it), or the basetemp of a plain run."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def pipeline_template(tmp_path_factory) -> tuple[Path, dict]:
+    """A project copy that ran the whole tiny pipeline (`dvc repro`, warnings shown as a user
+    sees them) once for the whole session, and that run's output. Built by the first worker
+    that asks; the others wait for it and copy it: one pipeline run instead of one per module."""
+    from filelock import FileLock
+
+    template = shared_root(tmp_path_factory) / "pipeline-template"
+    output = template.with_name("pipeline-template.json")
+    with FileLock(template.with_name("pipeline-template.lock")):
+        if not output.exists():
+            shutil.rmtree(template, ignore_errors=True)
+            copy = ProjectCopy.create(template)
+            copy.compose(*TINY)
+            result = copy.run("dvc", "repro", warnings=True, check=False)
+            output.write_text(
+                json.dumps({k: getattr(result, k) for k in ("returncode", "stdout", "stderr")})
+            )
+    return template, json.loads(output.read_text())
+
+
+def copy_of_template(tmp_path_factory, name: str) -> ProjectCopy:
+    """A private copy of the pipeline template (a moved project: its MLflow store follows it)
+    for tests that change their workspace."""
+    from pipeline.core.paths import Paths
+    from pipeline.tracking.store import open_store
+
+    template, first = pipeline_template(tmp_path_factory)
+    assert first["returncode"] == 0, first["stdout"] + first["stderr"]
+    destination = tmp_path_factory.mktemp(name) / "project"
+    shutil.copytree(template, destination, symlinks=True)
+    open_store(Paths(destination))  # as the first stage run there would: artifacts follow
+    return ProjectCopy(destination)
+
+
+def mlflow_client(project: ProjectCopy):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{project.root / 'mlruns' / 'mlflow.db'}")
