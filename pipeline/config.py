@@ -90,6 +90,8 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     overfit_patience: int = 3
     deterministic: bool = False
+    cpu_threads: int = 1
+    checkpoint_every_s: float = 60.0
     resume: bool = False
     compile: bool = False
     overfit_one_batch: bool = False
@@ -97,7 +99,9 @@ class TrainConfig:
 
 # Settings that say how a model is trained, not which model results: they are left out of
 # the digests that identify a model configuration (checkpoints, the holdout ledger).
-HOW_TO_RUN = ("device", "resume", "compile", "overfit_one_batch")
+HOW_TO_RUN = (
+    "device", "cpu_threads", "checkpoint_every_s", "resume", "compile", "overfit_one_batch",
+)  # fmt: skip
 
 
 @dataclass

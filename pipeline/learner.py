@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 from pipeline.config import Config
-from pipeline.device import Batches, prepare_model, seed_everything, select_device
+from pipeline.device import (
+    Batches,
+    prepare_model,
+    seed_everything,
+    select_device,
+    set_cpu_threads,
+)
 from pipeline.io import file_md5, read_json
 from pipeline.models import ModelSpec, build_model
 from pipeline.paths import ModelFiles, Paths
@@ -49,6 +55,7 @@ def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) 
     train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
     device = select_device(cfg.train.device)
     seed_everything(cfg.seed, cfg.train.deterministic)
+    set_cpu_threads(cfg.train.cpu_threads, device)
     spec = model_spec(cfg, train, stats)
     model = build_model(spec)
     if cfg.model.weights:
