@@ -54,7 +54,9 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
         state = fit(
             learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
             pretrained=bool(cfg.model.weights),
-            callbacks=callbacks(cfg, run, epochs, Checkpoint(out.checkpoint, identity, run.id)),
+            callbacks=callbacks(cfg, run, epochs, Checkpoint(
+                out.checkpoint, identity, run.id, cfg.train.checkpoint_every_s
+            )),
             resume=resume,
         )  # fmt: skip
         check_params()  # minutes have passed: are these still the tracked parameters?

@@ -120,8 +120,12 @@ def test_a_killed_training_resumes_in_its_mlflow_run_with_identical_weights(proj
 
     import torch
 
+    # A checkpoint on disk after each epoch for the SIGKILL to find (a SIGKILL skips the write
+    # on interruption). The uninterrupted run keeps the default interval: the interval changes
+    # neither the weights nor the checkpoint's identity.
     command = ["python", "-m", "stages.train", "train.epochs=6", "model.widths=[8,16]"]
     project.run(*command)
+    command.append("train.checkpoint_every_s=0")
     uninterrupted = (project.root / "models/model.safetensors").read_bytes()
     checkpoint = project.root / "checkpoints/train.pt"
     assert not checkpoint.exists()  # removed once training finished

@@ -1,5 +1,8 @@
 """The fit loop: learns, is deterministic on the CPU, and its transforms are right."""
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -7,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.core.errors import StagewiseError
-from pipeline.core.paths import Paths
+from pipeline.core.paths import PROJECT_ROOT, Paths
 from pipeline.data.split import load_split_images
 from pipeline.model.augment import augment, is_identity, random_affine
 from pipeline.model.device import Batches, select_device
@@ -49,6 +52,43 @@ def test_same_seed_same_weights_on_cpu(digits_paths: Paths):
     for (name, a), (_, b) in zip(one.state_dict().items(), two.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert [r.valid_loss for r in history_one] == [r.valid_loss for r in history_two]
+
+
+# Trains as the train stage does (create_learner sets the thread count), with torch's default
+# thread count (cpu_threads=0, from OMP_NUM_THREADS) and then with the default cpu_threads, and
+# prints hashes of the weights.
+TRAIN_AND_HASH = """
+import hashlib, sys
+from pathlib import Path
+from pipeline.train.learner import create_learner
+from pipeline.train.loop import fit
+from pipeline.core.paths import Paths
+from tests.conftest import compose_config
+for threads in ([\"train.cpu_threads=0\"], []):
+    cfg = compose_config("train.epochs=1", "model.widths=[8,16]", *threads)
+    learner = create_learner(cfg, Paths(Path(sys.argv[1])), fetch_run_model=None)
+    fit(learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed)
+    weights = b"".join(t.numpy().tobytes() for t in learner.model.state_dict().values())
+    print(hashlib.sha256(weights).hexdigest())
+"""
+
+
+def weights_hashes(paths: Paths, omp_threads: int) -> list[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(omp_threads), "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-c", TRAIN_AND_HASH, str(paths.root)]
+    result = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.split()[-2:]
+
+
+def test_cpu_weights_do_not_depend_on_omp_num_threads(digits_paths: Paths):
+    default_one, fixed_one = weights_hashes(digits_paths, 1)
+    default_two, fixed_two = weights_hashes(digits_paths, 2)
+    # Two threads split the sums of conv/BatchNorm/matmul backward differently from one...
+    assert default_one != default_two
+    # ...so training fixes the count (train.cpu_threads, default 1) whatever the environment.
+    assert fixed_one == fixed_two == default_one
 
 
 def test_to_float_gives_channels_last_in_unit_range():

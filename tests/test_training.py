@@ -49,14 +49,14 @@ def small_cnn(classes: list[str], seed: int) -> torch.nn.Module:
 
 
 class Interrupt(Callback):
-    """Ctrl-C right after epoch `after` (and its checkpoint)."""
+    """Ctrl-C (or the stages' SIGTERM handler's SystemExit) right after epoch `after`."""
 
-    def __init__(self, after: int) -> None:
-        self.after = after
+    def __init__(self, after: int, exception: BaseException) -> None:
+        self.after, self.exception = after, exception
 
     def after_epoch(self, state: FitState) -> None:
         if state.epoch == self.after:
-            raise KeyboardInterrupt
+            raise self.exception
 
 
 class Watch(Callback):
@@ -79,8 +79,11 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     [(False, 4, 0, 2), (True, 3, 1, 1), (True, 3, 1, 3)],
     ids=["fit", "fine_tune-at-unfreezing", "fine_tune-mid-phase"],
 )
+@pytest.mark.parametrize(
+    "exception", [KeyboardInterrupt(), SystemExit(143)], ids=["ctrl-c", "term"]
+)
 def test_resume_after_an_interruption_gives_identical_weights(
-    digits_paths, tmp_path, pretrained, epochs, freeze_epochs, stop_after
+    digits_paths, tmp_path, pretrained, epochs, freeze_epochs, stop_after, exception
 ):
     train, valid, normalizer, classes = digits(digits_paths)
     cfg = replace(
@@ -90,8 +93,9 @@ def test_resume_after_an_interruption_gives_identical_weights(
     expected = fit(whole, train, valid, cfg, normalizer, seed=0, pretrained=pretrained)
 
     interrupted = small_cnn(classes, seed=0)
-    checkpoint = Checkpoint(tmp_path / "train.pt", identity="config-1", run_id="run-1")
-    with pytest.raises(KeyboardInterrupt):
+    # No write on the interval: the interruption itself must save the last finished epoch.
+    checkpoint = Checkpoint(tmp_path / "train.pt", "config-1", "run-1", every_s=3600)
+    with pytest.raises(type(exception)):
         fit(
             interrupted,
             train,
@@ -100,7 +104,7 @@ def test_resume_after_an_interruption_gives_identical_weights(
             normalizer,
             0,
             pretrained,
-            (checkpoint, Interrupt(stop_after)),
+            (checkpoint, Interrupt(stop_after, exception)),
         )
 
     saved = load_checkpoint(tmp_path / "train.pt", "config-1")
@@ -110,6 +114,39 @@ def test_resume_after_an_interruption_gives_identical_weights(
     assert_same_weights(resumed, whole)
     without_time = [replace(r, epoch_seconds=0) for r in state.history]
     assert without_time == [replace(r, epoch_seconds=0) for r in expected.history]
+
+
+class OnDisk(Callback):
+    """The epoch of the checkpoint on disk after each epoch (None: no file yet)."""
+
+    def __init__(self, path) -> None:
+        self.path, self.epochs = path, []
+
+    def after_epoch(self, state: FitState) -> None:
+        exists = self.path.exists()
+        self.epochs.append(load_checkpoint(self.path, "id")["epoch"] if exists else None)
+
+
+@pytest.mark.parametrize(("every_s", "on_disk"), [(0.0, [1, 2, 3]), (3600.0, [None, None, None])])
+def test_checkpoints_are_written_on_their_interval_and_at_the_end(
+    digits_paths, tmp_path, every_s, on_disk
+):
+    train, valid, normalizer, classes = digits(digits_paths)
+    path = tmp_path / "train.pt"
+    watch = OnDisk(path)
+    callbacks = (Checkpoint(path, "id", "run", every_s), watch)
+    fit(
+        small_cnn(classes, 0),
+        train,
+        valid,
+        replace(TRAIN, epochs=3),
+        normalizer,
+        0,
+        False,
+        callbacks,
+    )
+    assert watch.epochs == on_disk
+    assert load_checkpoint(path, "id")["epoch"] == 3
 
 
 def test_a_missing_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path):

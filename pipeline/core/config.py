@@ -168,6 +168,8 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig
     overfit_patience: int
     deterministic: bool
+    cpu_threads: int  # torch's intra-op threads on the CPU; 0 = torch's default
+    checkpoint_every_s: float  # seconds between checkpoint writes; 0 = every epoch
     resume: bool
     compile: bool
     overfit_one_batch: bool
@@ -175,7 +177,9 @@ class TrainConfig:
 
 # Settings that say how a model is trained, not which model results: they are left out of
 # the digests that identify a model configuration (checkpoints, the holdout ledger).
-HOW_TO_RUN = ("device", "resume", "compile", "overfit_one_batch")
+HOW_TO_RUN = (
+    "device", "cpu_threads", "checkpoint_every_s", "resume", "compile", "overfit_one_batch",
+)  # fmt: skip
 
 
 @dataclass

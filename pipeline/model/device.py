@@ -71,12 +71,28 @@ def select_device(name: str) -> torch.device:
 
 
 def device_tags(device: torch.device) -> dict[str, str]:
-    """Where a run trained, for its MLflow tags."""
+    """Where a run trained, for its MLflow tags: what CPU runs must share to be bit-identical
+    (the kernel set torch dispatched to and the thread count) is among them."""
     return {
         "device": str(device),
         "torch.version": torch.__version__,
         "torch.cuda": str(torch.version.cuda),
+        "torch.cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch.threads": str(torch.get_num_threads()),
     }
+
+
+def set_cpu_threads(threads: int, device: torch.device) -> None:
+    """Train on the CPU with a fixed number of intra-op threads (0 = torch's default).
+
+    oneDNN's convolution backward, the channels-last BatchNorm statistics and MKL's matrix
+    products split their sums across threads, so the weights depend on the thread count;
+    fixing it here makes them independent of OMP_NUM_THREADS and of the machine's cores.
+    """
+    if threads < 0:
+        raise StagewiseError(f"train.cpu_threads={threads}: use 0 (torch's default) or more")
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -1,10 +1,12 @@
 """Training checkpoints: everything needed to continue exactly where training stopped.
 
-Written atomically after every epoch (a kill mid-write leaves the previous checkpoint), into
-checkpoints/ which is no DVC output, so DVC does not delete it before rerunning train.
+Written atomically (a kill mid-write leaves the previous checkpoint) every
+train.checkpoint_every_s seconds, at the end and on an interruption (see callbacks.Checkpoint),
+into checkpoints/ which is no DVC output, so DVC does not delete it before rerunning train.
 Read back with weights_only=True: a checkpoint holds tensors and plain values, never code.
 """
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,15 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+def serialize_checkpoint(checkpoint: dict[str, Any]) -> bytes:
+    """The checkpoint as torch.save writes it: a snapshot, whatever training does next."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(path: Path, serialized: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(serialized))
 
 
 def checkpoint_run_id(path: Path) -> str | None:

@@ -16,7 +16,13 @@ from pipeline.core.config import Config
 from pipeline.core.io import file_md5, read_json
 from pipeline.core.paths import ModelFiles, Paths
 from pipeline.data.split import SplitImages, load_split_images
-from pipeline.model.device import Batches, prepare_model, seed_everything, select_device
+from pipeline.model.device import (
+    Batches,
+    prepare_model,
+    seed_everything,
+    select_device,
+    set_cpu_threads,
+)
 from pipeline.model.networks import ModelSpec, build_model
 from pipeline.model.preprocess import Normalizer
 from pipeline.model.weights import pretrained_state, transfer
@@ -49,6 +55,7 @@ def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) 
     train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
     device = select_device(cfg.train.device)
     seed_everything(cfg.seed, cfg.train.deterministic)
+    set_cpu_threads(cfg.train.cpu_threads, device)
     spec = model_spec(cfg, train, stats)
     model = build_model(spec)
     if cfg.model.weights:

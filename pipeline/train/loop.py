@@ -67,6 +67,10 @@ class Callback:
     def after_fit(self, state: FitState) -> None:
         pass
 
+    def on_interrupt(self, state: FitState) -> None:
+        """Training stopped on an exception (Ctrl-C, SIGTERM's SystemExit, an error), which
+        is raised again once every callback has seen it; state may be mid-epoch."""
+
 
 def check_train_config(cfg: TrainConfig, n_train: int) -> None:
     checks = [
@@ -119,18 +123,23 @@ def fit(
     if resume:
         restore(state, resume)
     net = compiled(model, cfg.compile, train.device)
-    first = 0
-    for phase in phases:
-        last = first + phase.epochs
-        if state.epoch < last and not state.stop:
-            set_frozen(model, groups, phase.frozen)
-            state.optimizer, state.scheduler = one_cycle(groups, phase, cfg, len(train))
-            if resume and state.epoch > first:  # stopped inside this phase
-                state.optimizer.load_state_dict(resume["optimizer"])
-                state.scheduler.load_state_dict(resume["scheduler"])
-            while state.epoch < last and not state.stop:
-                run_epoch(state, net, train, valid, cfg, normalizer, callbacks)
-        first = last
+    try:
+        first = 0
+        for phase in phases:
+            last = first + phase.epochs
+            if state.epoch < last and not state.stop:
+                set_frozen(model, groups, phase.frozen)
+                state.optimizer, state.scheduler = one_cycle(groups, phase, cfg, len(train))
+                if resume and state.epoch > first:  # stopped inside this phase
+                    state.optimizer.load_state_dict(resume["optimizer"])
+                    state.scheduler.load_state_dict(resume["scheduler"])
+                while state.epoch < last and not state.stop:
+                    run_epoch(state, net, train, valid, cfg, normalizer, callbacks)
+            first = last
+    except BaseException:  # Ctrl-C, SIGTERM (the stages exit through SystemExit), an error
+        for callback in callbacks:
+            callback.on_interrupt(state)
+        raise
     for callback in callbacks:
         callback.after_fit(state)
     return state
