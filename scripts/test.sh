@@ -7,4 +7,6 @@ PATH="$(bash scripts/env.sh)/bin:$PATH"
 export PATH
 ruff check .
 ruff format --check .
-python -m pytest "$@"
+# Test files run in parallel, one file per worker at a time (their module fixtures share a
+# project copy); `-n 0` runs everything in this process.
+python -m pytest -n auto --dist loadfile "$@"
