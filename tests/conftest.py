@@ -35,6 +35,15 @@ def digits_paths(tmp_path_factory) -> Paths:
     return paths
 
 
+@pytest.fixture(scope="module")
+def project(request, tmp_path_factory):
+    """The calling module's own copy of the session's tiny pipeline run (tests/project.py),
+    to change as its tests please; modules that need another project define their own."""
+    from tests.project import copy_of_template
+
+    return copy_of_template(tmp_path_factory, request.module.__name__.rpartition(".")[2])
+
+
 def write_image_folder(
     root: Path, classes: dict[str, int], size: tuple[int, int] = (12, 10)
 ) -> Path:

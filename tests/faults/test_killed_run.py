@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.core.paths import Paths
 from pipeline.tracking.runs import end_abandoned_run
 from pipeline.tracking.store import local_store_uri, open_store
-from pipeline.train.checkpoint import save_checkpoint
+from pipeline.train.checkpoint import save_checkpoint, serialize_checkpoint
 from stages import ingest, normalize_stats, split, train
 from tests.conftest import compose_config
 
@@ -19,7 +19,9 @@ def test_a_fresh_training_marks_the_abandoned_checkpoints_run_killed(tmp_path):
     store = open_store(paths)
     killed = store.client.create_run(store.experiment_id(cfg.tracking.experiment)).info.run_id
     # what a SIGKILLed training leaves: its run RUNNING and a checkpoint naming it
-    save_checkpoint(paths.checkpoint, {"identity": "an earlier config", "run_id": killed})
+    save_checkpoint(
+        paths.checkpoint, serialize_checkpoint({"identity": "an earlier config", "run_id": killed})
+    )
 
     train.run(cfg, paths)
 

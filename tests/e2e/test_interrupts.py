@@ -7,19 +7,11 @@ import pandas as pd
 import pytest
 
 from tests.project import (
-    ProjectCopy,
-    copy_of_template,
     mlflow_client,
     ran_stages,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> ProjectCopy:
-    """This module's own copy of the session's pipeline run: its tests change the workspace."""
-    return copy_of_template(tmp_path_factory, "interrupts")
 
 
 def test_stage_multirun_is_a_parent_run_with_a_child_per_job(project):

@@ -3,7 +3,7 @@ Optuna search, on the real digits data in a temporary copy of the project."""
 
 import pytest
 
-from tests.project import ProjectCopy
+from tests.project import ProjectCopy, copy_of_template
 
 pytestmark = pytest.mark.e2e
 
@@ -12,9 +12,9 @@ TINY = ("model.widths=[8,16]", "train.epochs=3")
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> ProjectCopy:
-    copy = ProjectCopy.create(tmp_path_factory.mktemp("sweeps"))
+    """A copy of the session's pipeline run (its data stages are what sweeps reuse)."""
+    copy = copy_of_template(tmp_path_factory, "sweeps")
     copy.compose(*TINY)
-    copy.run("dvc", "repro", "normalize-stats")
     return copy
 
 

@@ -1,47 +1,11 @@
-"""DVC experiments on the real pipeline: `dvc exp run` reruns only what its params affect,
-queued experiments land in the main MLflow store with the test split sealed."""
+"""Queued DVC experiments on the real pipeline: they land in the main MLflow store with the
+test split sealed, and the winner applied to the workspace is reproduced."""
 
 import pytest
 
-from tests.project import (
-    ProjectCopy,
-    copy_of_template,
-    mlflow_client,
-    ran_stages,
-)
+from tests.project import mlflow_client, ran_stages
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> ProjectCopy:
-    """This module's own copy of the session's pipeline run: its tests change the workspace."""
-    return copy_of_template(tmp_path_factory, "experiments")
-
-
-def exp_run(project: ProjectCopy, *params: str) -> list[str]:
-    """`dvc exp run -S p ...`; the stages it ran."""
-    command = ["dvc", "exp", "run"]
-    for param in params:
-        command += ["-S", param]
-    return ran_stages(project.run(*command).stdout)
-
-
-def test_experiments_rerun_only_what_their_params_affect(project):
-    tiny_model = "model.widths=[8,16]"
-    # epochs=3: a configuration no earlier test has run, so nothing comes from DVC's cache
-    assert exp_run(project, "train.epochs=3", tiny_model) == ["train", "evaluate", "test-holdout"]
-    assert exp_run(project, "split.seed=7", "train.epochs=3", tiny_model) == [
-        "split", "normalize-stats", "train", "lr-find", "evaluate", "test-holdout",
-    ]  # fmt: skip
-    assert exp_run(project, "split.seed=7", "train.epochs=1", "model=resnet18") == [
-        "train", "lr-find", "evaluate", "test-holdout",
-    ]  # fmt: skip
-    assert project.json("models/model.json")["arch"] == "resnet18"
-    header = project.run("dvc", "exp", "show", "--csv").stdout.splitlines()[0].split(",")
-    assert {"metrics/test.json:accuracy", "metrics/valid.json:f1_macro", "train.epochs"} <= set(
-        header
-    )
 
 
 def test_queued_experiments_land_in_the_main_mlflow_store_with_the_test_split_sealed(project):
