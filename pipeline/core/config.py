@@ -79,6 +79,14 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+class DataLoading(StrEnum):
+    """Where training reads its batches from (pipeline.model.streaming)."""
+
+    auto = "auto"  # memory when the train and valid splits fit in a share of the free RAM
+    memory = "memory"  # each split read whole (onto the GPU when it fits)
+    stream = "stream"  # per batch from the memory-mapped array store, by loader workers
+
+
 class Monitor(StrEnum):
     """The epoch metrics early stopping (and a sweep) can watch."""
 
@@ -173,12 +181,15 @@ class TrainConfig:
     resume: bool
     compile: bool
     overfit_one_batch: bool
+    data_loading: DataLoading
+    loader_workers: int  # processes that read streamed batches; 0 = the training process
 
 
 # Settings that say how a model is trained, not which model results: they are left out of
 # the digests that identify a model configuration (checkpoints, the holdout ledger).
 HOW_TO_RUN = (
     "device", "cpu_threads", "checkpoint_every_s", "resume", "compile", "overfit_one_batch",
+    "data_loading", "loader_workers",
 )  # fmt: skip
 
 

@@ -412,6 +412,27 @@ def load_split_table(path: Path) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
+class SplitRows:
+    """One split as rows of the array store, without reading its images."""
+
+    ids: np.ndarray
+    rows: np.ndarray  # indices into the array store, in id order
+    targets: np.ndarray  # class indices into `classes`
+    classes: list[str]
+    store: Path  # the .npy array store
+    image_shape: tuple[int, ...]  # H x W x C
+
+    @property
+    def nbytes(self) -> int:
+        """The split's images in memory (uint8)."""
+        return len(self.rows) * int(np.prod(self.image_shape))
+
+    def read(self) -> np.ndarray:
+        """The split's images, read whole into memory."""
+        return np.asarray(load_images(self.store)[self.rows])
+
+
+@dataclass(frozen=True)
 class SplitImages:
     ids: np.ndarray
     images: np.ndarray  # N x H x W x C uint8, in memory
@@ -419,8 +440,9 @@ class SplitImages:
     classes: list[str]
 
 
-def load_split_images(paths: Paths, name: str) -> SplitImages:
-    """The images and class indices of one split (train, valid or test), in id order.
+def load_split_rows(paths: Paths, name: str) -> SplitRows:
+    """Where the images of one split (train, valid or test) are in the array store, and their
+    class indices, in id order.
 
     Only test-holdout may ask for "test": the holdout is used once, at the end.
     """
@@ -429,10 +451,17 @@ def load_split_images(paths: Paths, name: str) -> SplitImages:
     classes = class_names(manifest)
     rows = manifest.set_index("index").loc[split_indices(manifest, split, name)]
     lookup = {label: i for i, label in enumerate(classes)}
-    images = np.asarray(load_images(paths.images)[rows.index.to_numpy()])
-    return SplitImages(
+    return SplitRows(
         ids=rows["id"].to_numpy(),
-        images=images,
+        rows=rows.index.to_numpy(),
         targets=rows["label"].map(lookup).to_numpy(dtype=np.int64),
         classes=classes,
+        store=paths.images,
+        image_shape=tuple(load_images(paths.images).shape[1:]),
     )
+
+
+def load_split_images(paths: Paths, name: str) -> SplitImages:
+    """The images (in memory) and class indices of one split, in id order."""
+    rows = load_split_rows(paths, name)
+    return SplitImages(ids=rows.ids, images=rows.read(), targets=rows.targets, classes=rows.classes)

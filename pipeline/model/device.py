@@ -8,6 +8,7 @@ autocast, optionally compiled; on the CPU the same code runs in float32.
 
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,11 @@ class Batches:
             self.images[idx].to(self.device, non_blocking=True),
             self.targets[idx].to(self.device, non_blocking=True),
         )
+
+    def iterate(self, index_batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The batches at each of index_batches, in order."""
+        for idx in index_batches:
+            yield self.take(idx)
 
 
 def fits_on_device(nbytes: int, device: torch.device) -> bool:

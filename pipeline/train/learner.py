@@ -15,9 +15,8 @@ from torch import nn
 from pipeline.core.config import Config
 from pipeline.core.io import file_md5, read_json
 from pipeline.core.paths import ModelFiles, Paths
-from pipeline.data.split import SplitImages, load_split_images
+from pipeline.data.split import SplitRows, load_split_rows
 from pipeline.model.device import (
-    Batches,
     prepare_model,
     seed_everything,
     select_device,
@@ -25,6 +24,7 @@ from pipeline.model.device import (
 )
 from pipeline.model.networks import ModelSpec, build_model
 from pipeline.model.preprocess import Normalizer
+from pipeline.model.streaming import SplitData, keep_in_memory, split_data
 from pipeline.model.weights import pretrained_state, transfer
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 class Learner:
     model: nn.Module
     spec: ModelSpec
-    train: Batches
-    valid: Batches
+    train: SplitData
+    valid: SplitData
     normalizer: Normalizer
     device: torch.device
 
@@ -52,7 +52,8 @@ RunModelFetcher = Callable[[str, Path], ModelFiles]
 
 def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) -> Learner:
     stats = read_json(paths.normalize, "normalize-stats")
-    train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
+    train, valid = load_split_rows(paths, "train"), load_split_rows(paths, "valid")
+    in_memory = keep_in_memory(cfg.train.data_loading, train.nbytes + valid.nbytes)
     device = select_device(cfg.train.device)
     seed_everything(cfg.seed, cfg.train.deterministic)
     set_cpu_threads(cfg.train.cpu_threads, device)
@@ -63,16 +64,16 @@ def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) 
     return Learner(
         prepare_model(model, device),
         spec,
-        Batches.from_numpy(train.images, train.targets, device),
-        Batches.from_numpy(valid.images, valid.targets, device),
+        split_data(train, device, in_memory, cfg.train.loader_workers),
+        split_data(valid, device, in_memory, cfg.train.loader_workers),
         Normalizer.create(spec.mean, spec.std, device),
         device,
     )
 
 
-def model_spec(cfg: Config, train: SplitImages, stats: dict) -> ModelSpec:
+def model_spec(cfg: Config, train: SplitRows, stats: dict) -> ModelSpec:
     """The model's architecture, classes, input shape and normalization, saved beside it."""
-    _, size, _, channels = train.images.shape
+    size, _, channels = train.image_shape
     return ModelSpec(
         arch=cfg.model.arch, classes=train.classes, channels=channels, image_size=size,
         mean=stats["mean"], std=stats["std"], widths=cfg.model.widths, dropout=cfg.model.dropout,

@@ -2,7 +2,8 @@
 keep the best weights, stop early and checkpoint.
 
 Shuffling, augmentation and normalization are batch tensor ops on the device (see
-pipeline/model/device.py for where the data and the model live). Same seed + same data on the CPU
+pipeline/model/device.py for where the data and the model live, pipeline/model/streaming.py for
+splits read per batch from disk). Same seed + same data on the CPU
 gives identical weights and metrics, also across an interruption and a resume.
 """
 
@@ -20,9 +21,10 @@ from pipeline.core.config import TrainConfig
 from pipeline.core.errors import StagewiseError
 from pipeline.core.progress import progress
 from pipeline.model.augment import augment, is_identity
-from pipeline.model.device import Batches, autocast, compiled
+from pipeline.model.device import autocast, compiled
 from pipeline.model.inference import predict_logits
 from pipeline.model.preprocess import Normalizer
+from pipeline.model.streaming import SplitData
 from pipeline.train.checkpoint import restore_rng
 from pipeline.train.fine_tune import Phase, layer_groups, plan, set_frozen
 
@@ -104,8 +106,8 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def fit(
     model: nn.Module,
-    train: Batches,
-    valid: Batches,
+    train: SplitData,
+    valid: SplitData,
     cfg: TrainConfig,
     normalizer: Normalizer,
     seed: int,
@@ -175,8 +177,8 @@ def one_cycle(
 def run_epoch(
     state: FitState,
     net: nn.Module,
-    train: Batches,
-    valid: Batches,
+    train: SplitData,
+    valid: SplitData,
     cfg: TrainConfig,
     normalizer: Normalizer,
     callbacks: tuple[Callback, ...],
@@ -211,15 +213,17 @@ def run_epoch(
 
 
 def train_one_epoch(
-    net: nn.Module, data: Batches, cfg: TrainConfig, normalizer: Normalizer, state: FitState
+    net: nn.Module, data: SplitData, cfg: TrainConfig, normalizer: Normalizer, state: FitState
 ) -> float:
     """One pass over shuffled full batches; returns the mean training loss."""
     net.train()
     order = torch.randperm(len(data), generator=state.generator, device=data.device)
     n_steps = steps_per_epoch(len(data), cfg.batch_size)
+    batches = order[: n_steps * cfg.batch_size].split(cfg.batch_size)
     total = torch.zeros((), device=data.device)
-    for step in progress(range(n_steps), desc="train", total=n_steps, off_terminal=False):
-        images, targets = data.take(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+    for images, targets in progress(
+        data.iterate(batches), desc="train", total=n_steps, off_terminal=False
+    ):
         loss = training_step(net, images, targets, cfg, normalizer, state.generator)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -247,7 +251,7 @@ def training_step(
 
 
 def evaluate(
-    model: nn.Module, data: Batches, normalizer: Normalizer, batch_size: int
+    model: nn.Module, data: SplitData, normalizer: Normalizer, batch_size: int
 ) -> tuple[float, torch.Tensor]:
     """(mean cross-entropy loss, predicted class per image) on a split."""
     logits = predict_logits(model, data.images, normalizer, batch_size)
@@ -257,7 +261,7 @@ def evaluate(
 
 def overfit_one_batch(
     model: nn.Module,
-    data: Batches,
+    data: SplitData,
     cfg: TrainConfig,
     normalizer: Normalizer,
     seed: int,

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from pipeline.core.config import TrainConfig
-from pipeline.model.device import Batches
 from pipeline.model.preprocess import Normalizer
+from pipeline.model.streaming import SplitData
 from pipeline.train.fine_tune import layer_groups, set_frozen
 from pipeline.train.loop import steps_per_epoch, training_step
 
@@ -27,7 +27,7 @@ class LrFinding:
 
 def lr_find(
     model: nn.Module,
-    data: Batches,
+    data: SplitData,
     cfg: TrainConfig,
     normalizer: Normalizer,
     seed: int,
