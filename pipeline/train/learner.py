@@ -26,6 +26,7 @@ from pipeline.model.device import (
 from pipeline.model.networks import ModelSpec, build_model
 from pipeline.model.preprocess import Normalizer
 from pipeline.model.weights import pretrained_state, transfer
+from pipeline.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ RunModelFetcher = Callable[[str, Path], ModelFiles]
 def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) -> Learner:
     stats = read_json(paths.normalize, "normalize-stats")
     train, valid = load_split_images(paths, "train"), load_split_images(paths, "valid")
-    device = select_device(cfg.train.device)
+    device = distributed.local_device(select_device(cfg.train.device))
     seed_everything(cfg.seed, cfg.train.deterministic)
     set_cpu_threads(cfg.train.cpu_threads, device)
     spec = model_spec(cfg, train, stats)
