@@ -12,7 +12,7 @@ from pipeline.core.errors import StagewiseError
 from pipeline.core.io import write_csv, write_json
 from pipeline.core.paths import ModelFiles, Paths
 from pipeline.data.decode import encode_png
-from pipeline.model.device import device_tags
+from pipeline.model.device import device_tags, select_device
 from pipeline.model.inference import Classifier
 from pipeline.model.networks import save_model
 from pipeline.model.predict import predict_files
@@ -21,6 +21,13 @@ from pipeline.tracking.runs import MetricBuffer, Run, curve_name, end_abandoned_
 from pipeline.tracking.store import check_reachable
 from pipeline.train.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.train.checkpoint import checkpoint_run_id, load_checkpoint
+from pipeline.train.distributed import (
+    check_processes,
+    is_main_process,
+    requested_processes,
+    run_distributed,
+    world_size,
+)
 from pipeline.train.learner import Learner, create_learner, data_tags
 from pipeline.train.loop import Callback, EpochResult, fit, overfit_one_batch
 from stages.common import check_params, entrypoint, job_dir
@@ -29,15 +36,34 @@ log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float | None:
-    """Train; returns the kept epoch's compare.metric (the value a sweeper optimizes)."""
-    out = out or paths
-    check_reachable(paths)  # before minutes of work, not after them
+    """Train (in train.devices processes); returns the kept epoch's compare.metric (the value
+    a sweeper optimizes)."""
+    device = select_device(cfg.train.device)
+    processes = 1 if cfg.train.overfit_one_batch else requested_processes(cfg.train.devices, device)
+    check_processes(cfg.train.batch_size, cfg.train.sync_bn, processes, device)
+    return run_distributed(train, processes, device, cfg, paths, out or paths)
+
+
+def train(cfg: Config, paths: Paths, out: Paths) -> float | None:
+    """One process's training: rank 0 writes the outputs and the MLflow run, the other ranks
+    (when train.devices > 1) train in step with it and write nothing."""
+    if is_main_process():
+        check_reachable(paths)  # before minutes of work, not after them
     learner = create_learner(cfg, paths, partial(run_model_files, paths))
     if cfg.train.overfit_one_batch:
         return sanity_check(cfg, learner)
     tags = {"stage": "train", **device_tags(learner.device), **data_tags(paths)}
+    if world_size() > 1:
+        tags["train.processes"] = str(world_size())
     identity = config_digest(cfg, data=tags)  # a checkpoint resumes only the same training
     resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
+    fit_model = partial(
+        fit, learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
+        pretrained=bool(cfg.model.weights), resume=resume,
+    )  # fmt: skip
+    if not is_main_process():
+        fit_model()
+        return None
     if not resume:
         end_checkpoint_run(paths, out)
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
@@ -51,13 +77,10 @@ def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float 
             relog_lost_epochs(run, resume["history"], epochs)
         else:
             run.log_split_inputs(paths, {"train": "training", "valid": "validation"})
-        state = fit(
-            learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
-            pretrained=bool(cfg.model.weights),
+        state = fit_model(
             callbacks=callbacks(cfg, run, epochs, Checkpoint(
                 out.checkpoint, identity, run.id, cfg.train.checkpoint_every_s
             )),
-            resume=resume,
         )  # fmt: skip
         check_params()  # minutes have passed: are these still the tracked parameters?
         files = ModelFiles(out.model_dir)

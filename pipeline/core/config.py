@@ -171,6 +171,10 @@ class TrainConfig:
     pct_start: float
     label_smoothing: float
     device: Device
+    # Processes training with DDP: a count ("1", "2", ...) or "auto" (every visible GPU, else
+    # 1). A string, as "auto" is not an int; pipeline.train.distributed parses it.
+    devices: str
+    sync_bn: bool  # BatchNorm statistics over the global batch (CUDA only)
     augment: AugmentConfig
     fine_tune: FineTuneConfig
     early_stopping: EarlyStoppingConfig
@@ -188,8 +192,8 @@ class TrainConfig:
 # Settings that say how a model is trained, not which model results: they are left out of
 # the digests that identify a model configuration (checkpoints, the holdout ledger).
 HOW_TO_RUN = (
-    "device", "cpu_threads", "checkpoint_every_s", "resume", "compile", "overfit_one_batch",
-    "data_loading", "loader_workers",
+    "device", "devices", "cpu_threads", "checkpoint_every_s", "resume", "compile",
+    "overfit_one_batch", "data_loading", "loader_workers",
 )  # fmt: skip
 
 

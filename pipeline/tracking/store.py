@@ -41,7 +41,9 @@ EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
 
 # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; a value this process exported
 # is not the user's choice and must not redirect a later project's runs (tests, benchmarks).
-_exported: set[str] = set()
+# The mark is an environment variable so that child processes (train.devices > 1 workers)
+# inherit it with the URI instead of taking that URI for the user's.
+EXPORTED = "STAGEWISE_EXPORTED_TRACKING_URI"
 
 
 def local_store_uri(paths: Paths) -> str:
@@ -50,7 +52,7 @@ def local_store_uri(paths: Paths) -> str:
 
 def tracking_uri(paths: Paths) -> str:
     chosen = os.environ.get("MLFLOW_TRACKING_URI")
-    if chosen and chosen not in _exported:
+    if chosen and chosen != os.environ.get(EXPORTED):
         return chosen
     return local_store_uri(paths)
 
@@ -91,7 +93,7 @@ def open_store(paths: Paths) -> Store:
     uri = tracking_uri(paths)
     check_store(uri)
     if os.environ.get("MLFLOW_TRACKING_URI") != uri:
-        _exported.add(uri)
+        os.environ[EXPORTED] = uri
     mlflow.set_tracking_uri(uri)
     artifact_root = None
     if uri == local_store_uri(paths):

@@ -26,6 +26,7 @@ from pipeline.model.networks import ModelSpec, build_model
 from pipeline.model.preprocess import Normalizer
 from pipeline.model.streaming import SplitData, keep_in_memory, split_data
 from pipeline.model.weights import pretrained_state, transfer
+from pipeline.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) 
     stats = read_json(paths.normalize, "normalize-stats")
     train, valid = load_split_rows(paths, "train"), load_split_rows(paths, "valid")
     in_memory = keep_in_memory(cfg.train.data_loading, train.nbytes + valid.nbytes)
-    device = select_device(cfg.train.device)
+    device = distributed.local_device(select_device(cfg.train.device))
     seed_everything(cfg.seed, cfg.train.deterministic)
     set_cpu_threads(cfg.train.cpu_threads, device)
     spec = model_spec(cfg, train, stats)

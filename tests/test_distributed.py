@@ -1,0 +1,198 @@
+"""train.devices=N: DistributedDataParallel over N gloo processes on the CPU, started by
+PyTorch's elastic launcher (or torchrun); rank 0 alone writes files and the MLflow run."""
+
+import csv
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from pipeline.core.errors import StagewiseError
+from pipeline.core.io import read_json
+from pipeline.core.paths import ModelFiles, Paths
+from pipeline.model.inference import Classifier
+from pipeline.tracking.store import open_store
+from pipeline.train.distributed import (
+    agree,
+    check_processes,
+    mean_over_ranks,
+    rank,
+    requested_processes,
+    run_distributed,
+    shard,
+)
+from stages import train
+from tests.conftest import compose_config
+from tests.project import ProjectCopy
+
+CPU = torch.device("cpu")
+TINY = ("model.widths=[8,16]", "train.epochs=2", "train.batch_size=64")
+# Largest per-epoch difference between the 2-process and the 1-process curves (same seed, same
+# global batch). Measured: 0.0045 (train_loss), 0.013 (valid_loss), 0.014 (valid_accuracy,
+# 5 of 359 images); they differ because each rank's BatchNorm normalizes with its half batch's
+# statistics (sync_bn is CUDA-only) and the gradients are summed in another order.
+CURVE_TOLERANCE = {"train_loss": 0.02, "valid_loss": 0.04, "valid_accuracy": 0.04}
+
+
+def test_devices_and_batch_size_are_checked_before_any_process_starts():
+    assert requested_processes("auto", CPU) == 1
+    assert requested_processes("2", CPU) == 2
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(StagewiseError, match=re.escape(f"train.devices={bad}")):
+            requested_processes(bad, CPU)
+    with pytest.raises(StagewiseError, match=r"train\.batch_size=63 does not split evenly"):
+        check_processes(63, False, 2, CPU)
+    with pytest.raises(StagewiseError, match=r"train\.sync_bn=true needs CUDA"):
+        check_processes(64, True, 2, CPU)
+    check_processes(63, True, 1, CPU)  # one process: nothing to split or synchronize
+
+
+def probe(batch: torch.Tensor) -> dict:
+    """What each rank sees, gathered on rank 0 (run by the launcher in 2 processes)."""
+    mine = {
+        "rank": rank(),
+        "shard": shard(batch).tolist(),
+        "mean": float(mean_over_ranks(torch.tensor(float(rank())))),
+        "agreed": agree(rank() == 0, CPU),  # rank 0 says stop, rank 1 does not: 0 wins
+    }
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return {"pid": os.getpid(), "ranks": everyone}
+
+
+def refuse(key: str) -> None:
+    raise StagewiseError(f"{key}: refused on rank {rank()}")
+
+
+def test_each_rank_trains_on_its_slice_of_the_global_batch():
+    seen = run_distributed(probe, 2, CPU, torch.arange(8))
+    assert seen["pid"] != os.getpid()  # the launcher's workers ran it, not this process
+    assert [r["shard"] for r in seen["ranks"]] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [r["mean"] for r in seen["ranks"]] == [0.5, 0.5]
+    assert [r["agreed"] for r in seen["ranks"]] == [True, True]
+    assert run_distributed(shard, 1, CPU, torch.arange(8)).tolist() == list(range(8))
+
+
+def test_a_worker_error_reaches_the_caller_as_one_line():
+    with pytest.raises(StagewiseError) as error:
+        run_distributed(refuse, 2, CPU, "train.some_key")
+    message = str(error.value)
+    assert re.fullmatch(
+        r"training process of rank \d failed \(StagewiseError: train\.some_key: refused on "
+        r"rank \d\); the other processes were stopped",
+        message,
+    ), message
+
+
+def train_copy(digits_paths: Paths, root: Path, *overrides: str) -> Paths:
+    """Train in a copy of the digits data; the 1-process copy is trained first in this
+    process, so the 2-process workers also check that they find their own project's store
+    (not the MLFLOW_TRACKING_URI the first run exported)."""
+    shutil.copytree(digits_paths.root / "data", root / "data")
+    paths = Paths(root)
+    train.run(compose_config(*TINY, *overrides), paths)
+    return paths
+
+
+def runs_of(paths: Paths) -> list:
+    client = open_store(paths).client
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def has_run(paths: Paths) -> bool:
+    """Whether rank 0 created its MLflow run yet (read without MLflow: no schema migration
+    racing the stage's)."""
+    try:
+        with sqlite3.connect(paths.mlruns / "mlflow.db", timeout=1) as db:
+            return bool(db.execute("select count(*) from runs").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
+def test_two_processes_train_one_model_in_one_run_like_one_process(digits_paths, tmp_path):
+    single = train_copy(digits_paths, tmp_path / "one")
+    double = train_copy(digits_paths, tmp_path / "two", "train.devices=2")
+    [run] = runs_of(double)  # one run for the model, none per rank
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["train.processes"] == "2"
+    assert read_json(ModelFiles(double.model_dir).run, "train")["run_id"] == run.info.run_id
+    classifier = Classifier.load(ModelFiles(double.model_dir))
+    assert classifier.spec.classes == [str(d) for d in range(10)]
+    assert not double.checkpoint.exists()
+    one, two = read_csv(single.train_history), read_csv(double.train_history)
+    assert [r["epoch"] for r in two] == ["1", "2"]
+    for metric, tolerance in CURVE_TOLERANCE.items():
+        gaps = [abs(float(a[metric]) - float(b[metric])) for a, b in zip(one, two, strict=True)]
+        assert max(gaps) < tolerance, (metric, gaps)
+    assert one != two  # two processes really ran: BatchNorm saw half batches
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The launcher's worker processes (multiprocessing spawn children of the stage process),
+    in the order it started them: local rank 0, 1, ... (their rank is set inside the process,
+    so /proc/<pid>/environ cannot tell)."""
+    workers = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat[1]) == parent and b"spawn_main" in cmdline:
+            workers.append((int(stat[19]), int(proc.name)))  # (start time, pid)
+    return [pid for _, pid in sorted(workers)]
+
+
+@pytest.fixture
+def stage_copy(digits_paths, tmp_path) -> ProjectCopy:
+    copy = ProjectCopy.create(tmp_path / "project")
+    shutil.copytree(digits_paths.root / "data", copy.root / "data", dirs_exist_ok=True)
+    return copy
+
+
+def test_a_dead_worker_ends_the_training_with_one_line_and_no_running_run(stage_copy):
+    command = [sys.executable, "-m", "stages.train", *TINY, "train.epochs=200", "train.devices=2"]
+    stage = subprocess.Popen(
+        command, cwd=stage_copy.root, env=stage_copy.env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline, victim = time.monotonic() + 60, None
+    while time.monotonic() < deadline and stage.poll() is None:
+        workers = worker_pids(stage.pid)
+        victim = workers[1] if len(workers) == 2 else None
+        if victim and has_run(Paths(stage_copy.root)):
+            break  # rank 0 opened its MLflow run: training is under way
+        time.sleep(0.5)
+    assert victim, "no worker of rank 1 appeared"
+    os.kill(victim, signal.SIGKILL)
+    output, _ = stage.communicate(timeout=60)
+    assert stage.returncode == 2, output
+    [error] = [line for line in output.splitlines() if line.startswith("error:")]
+    assert "training process of rank" in error, output
+    [run] = runs_of(Paths(stage_copy.root))
+    assert run.info.status in ("FAILED", "KILLED"), output
+    assert "Connection reset by peer" in run.data.tags["error"]  # rank 0 saw rank 1 go
+
+
+def test_torchrun_starts_the_stage_without_a_second_launch(stage_copy):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    result = stage_copy.run(*torchrun, "-m", "stages.train", *TINY, "train.devices=2")
+    [run] = runs_of(Paths(stage_copy.root))  # rank 0's alone: no run per rank, no relaunch
+    assert run.info.status == "FINISHED", result.stdout + result.stderr
+    assert run.data.tags["train.processes"] == "2"
+    assert not list(stage_copy.root.glob("outputs")) and not list(stage_copy.root.glob(".hydra"))
+    assert Classifier.load(ModelFiles(Paths(stage_copy.root).model_dir)).spec.arch == "small_cnn"
