@@ -1,5 +1,6 @@
 """Small file helpers shared by the stages: atomic writes, JSON in and out."""
 
+import errno
 import hashlib
 import json
 import os
@@ -15,17 +16,27 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on a temporary sibling of path, fsync it, then rename it over path.
 
     A reader (or a crash) never sees a half-written file: path is either the old file,
-    absent, or complete.
+    absent, or complete. A full disk (or quota) is a StagewiseError naming the file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_sibling(path)
+    tmp = None
     try:
+        tmp = new_sibling(path)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        full = "disk quota exceeded" if e.errno == errno.EDQUOT else "no space left on the device"
+        raise StagewiseError(
+            f"{full} to write {path}; the previous version, if any, is intact: free some "
+            "space and rerun"
+        ) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def new_sibling(path: Path) -> Path:

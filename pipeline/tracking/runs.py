@@ -7,6 +7,7 @@ the run id in models/run.json, without changing its status.
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import time
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock, Timeout
 from mlflow.entities import Metric, Param, RunStatus
 
 from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json
 from pipeline.core.paths import PROJECT_ROOT, ModelFiles, Paths
 from pipeline.tracking.store import Store, open_store
+
+log = logging.getLogger(__name__)
 
 # Set during a sweep: the parent run that each job's run becomes a child of.
 SWEEP_RUN_ENV = "STAGEWISE_SWEEP_RUN_ID"  # stages/common.py reads it without importing this
@@ -202,12 +206,14 @@ def training_run(
     so no run is ever left RUNNING.
     """
     store = open_store(paths)
+    end_orphaned_runs(paths, keep=resume_run_id)
     if resume_run_id:
         run = reopen_run(store, resume_run_id)
     else:
         run = create_run(store, config, tags, run_name)
     monitor = None
     status = RunStatus.to_string(RunStatus.FAILED)
+    owner = claim(paths, run.id)
     try:
         if not resume_run_id:
             log_config(run, config)
@@ -225,6 +231,7 @@ def training_run(
         if monitor:
             monitor.finish()
         run.end(status)
+        release(paths, run.id, owner)
 
 
 def create_run(store: Store, config: dict, tags: dict[str, str], run_name: str | None) -> Run:
@@ -273,6 +280,52 @@ def end_abandoned_run(paths: Paths, run_id: str, reason: str) -> bool:
     run.set_tags({"killed_reason": reason})
     run.end(RunStatus.to_string(RunStatus.KILLED))
     return True
+
+
+# A process holding a run open holds a lock on open/<run id>.lock in the store's folder, and
+# open/<run id>.open says it does: the kernel drops the lock of a process killed in any way
+# (SIGKILL, the OOM killer), so a later training can tell a run that nobody will end from one
+# still open in another process, e.g. a parallel sweep job. (filelock truncates its lock file,
+# so the marker that the lock is taken is a second file.)
+OPEN_RUNS = "open"
+ORPHANED = "its process was killed before it could end the run (SIGKILL, out of memory, a crash)"
+
+
+def claim(paths: Paths, run_id: str) -> FileLock:
+    folder = paths.mlruns / OPEN_RUNS
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = FileLock(folder / f"{run_id}.lock")
+    owner.acquire()
+    (folder / f"{run_id}.open").touch()  # only after the lock is held: see end_orphaned_runs
+    return owner
+
+
+def release(paths: Paths, run_id: str, owner: FileLock) -> None:
+    folder = paths.mlruns / OPEN_RUNS
+    (folder / f"{run_id}.open").unlink(missing_ok=True)
+    (folder / f"{run_id}.lock").unlink(missing_ok=True)
+    owner.release()
+
+
+def end_orphaned_runs(paths: Paths, keep: str | None = None) -> None:
+    """Mark KILLED the runs whose process died holding them open, except `keep` (the run a
+    resumed training reopens)."""
+    for marker in sorted((paths.mlruns / OPEN_RUNS).glob("*.open")):
+        run_id = marker.stem
+        if run_id == keep:
+            continue  # claimed again once reopened
+        lock = FileLock(marker.with_suffix(".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # its process is alive and holds it
+        try:
+            if end_abandoned_run(paths, run_id, ORPHANED):
+                log.info("MLflow run %s of a killed process marked KILLED", run_id)
+            marker.unlink(missing_ok=True)
+            marker.with_suffix(".lock").unlink(missing_ok=True)
+        finally:
+            lock.release()
 
 
 def system_monitor(run: Run, resumed: bool) -> Any:
