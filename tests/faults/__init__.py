@@ -10,7 +10,7 @@ Where each fault of issue 12 (reliability) is covered:
 - A training killed with SIGKILL leaves its MLflow run RUNNING; the next training ends it
   KILLED (through its checkpoint, or because its process no longer holds the run's lock),
   unless it resumes it: test_killed_run.py. Ctrl-C and SIGTERM of a training and of a sweep,
-  and resuming a killed training bit-identically: tests/test_e2e_interrupts.py.
+  and resuming a killed training bit-identically: tests/e2e/test_interrupts.py.
 - A full disk during a checkpoint write: the previous checkpoint is intact, one error line
   names the file, no temporary file is left, the run ends FAILED: test_full_disk.py (on a
   real small tmpfs; skipped where mounting one is not allowed). Atomic writes themselves:
