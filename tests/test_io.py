@@ -6,7 +6,7 @@ import stat
 import pandas as pd
 import pytest
 
-from pipeline.core.io import atomic_write, write_json
+from pipeline.core.io import atomic_write, read_json, write_json
 
 
 @pytest.fixture
@@ -34,3 +34,24 @@ def test_outputs_get_the_permissions_the_umask_asks_for(tmp_path, umask, mask, e
         "report.json",
         "split.parquet",
     ]  # no temporary file left behind
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path):
+    """A SIGKILL skips atomic_write's clean-up; the next write of the path removes the
+    temporary file of the dead process, and leaves a live writer's alone."""
+    import subprocess
+    import sys
+
+    from pipeline.core.io import HOST
+
+    target = tmp_path / "train.pt"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    left = tmp_path / f".train.pt.{HOST}.{dead}.0123456789abcdef.tmp"
+    live = tmp_path / f".train.pt.{HOST}.{os.getpid()}.fedcba9876543210.tmp"
+    other_host = tmp_path / ".train.pt.elsewhere.1.0123456789abcdef.tmp"
+    for file in (left, live, other_host):
+        file.write_bytes(b"partial")
+    write_json(target, {"epoch": 2})
+    assert not left.exists() and live.exists() and other_host.exists()
+    assert read_json(target, "train") == {"epoch": 2}

@@ -1,10 +1,12 @@
 """Small file helpers shared by the stages: atomic writes, JSON in and out."""
 
 import errno
+import glob
 import hashlib
 import json
 import os
 import secrets
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     absent, or complete. A full disk (or quota) is a StagewiseError naming the file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_writers_files(path)
     tmp = None
     try:
         tmp = new_sibling(path)
@@ -44,10 +47,34 @@ def new_sibling(path: Path) -> Path:
     umask (and any default ACL), as for any file the user makes: a team's shared folder gets
     group-readable outputs. tempfile.mkstemp would make it 0600 whatever the umask; reading the
     umask to chmod afterwards would mean setting it, which races with other threads."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    tmp = path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     # O_EXCL: a 64-bit random name never collides in practice, and never silently if it does.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     return tmp
+
+
+# Temporary files name their writer (host and process), so that the next write of the same path
+# removes what a killed writer left: a SIGKILL skips atomic_write's own clean-up.
+HOST = socket.gethostname().replace(".", "_")
+
+
+def remove_dead_writers_files(path: Path) -> None:
+    """Delete the temporary siblings of path whose writer, a process of this host, is gone.
+    Writers on other hosts (a shared filesystem) and live ones are left alone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{HOST}.*.tmp"):
+        pid = tmp.name[len(f".{path.name}.{HOST}.") :].split(".")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def write_json(path: Path, data: Any) -> None:
