@@ -10,6 +10,7 @@ says otherwise.
 """
 
 import logging
+from pathlib import Path
 
 from pipeline.core.config import Config
 from pipeline.core.io import read_json
@@ -22,8 +23,9 @@ log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> None:
-    open_store(paths)  # a runs:/ or models:/ URI names a model in the project's store
     model_uri = cfg.serve.model or read_json(ModelFiles(paths.model_dir).run, "train")["model_uri"]
+    if not Path(model_uri).exists():  # a runs:/ or models:/ URI names a model in the store
+        open_store(paths)
     app = scoring_app(model_uri, int(cfg.serve.max_request_mb * 2**20))
     log.info(
         "serving %s on http://%s:%d (POST /invocations; requests up to %g MB)",

@@ -100,10 +100,11 @@ def open_store(paths: Paths) -> Store:
         paths.mlruns.mkdir(parents=True, exist_ok=True)
         artifact_root = (paths.mlruns / "artifacts").as_uri()
         follow_project(paths.mlruns)
-    return Store(uri, client_for(uri), artifact_root)
+    return reconnect(uri, artifact_root)
 
 
 def reconnect(uri: str, artifact_root: str | None) -> Store:
+    """The Store of uri, with this process's client for it."""
     return Store(uri, client_for(uri), artifact_root)
 
 
