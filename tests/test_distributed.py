@@ -185,7 +185,8 @@ def test_a_dead_worker_ends_the_training_with_one_line_and_no_running_run(stage_
     assert "training process of rank" in error, output
     [run] = runs_of(Paths(stage_copy.root))
     assert run.info.status in ("FAILED", "KILLED"), output
-    assert "Connection reset by peer" in run.data.tags["error"]  # rank 0 saw rank 1 go
+    # rank 0 saw rank 1 go; gloo words it "Connection reset by peer" or "... closed by peer"
+    assert re.search(r"Connection (reset|closed) by peer", run.data.tags["error"])
 
 
 def test_torchrun_starts_the_stage_without_a_second_launch(stage_copy):
