@@ -6,17 +6,19 @@ map, so no stage holds the whole dataset in RAM. The manifest has one row per st
 """
 
 import hashlib
+import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.core.config import DataConfig
+from pipeline.core.errors import StagewiseError
+from pipeline.core.progress import progress
 from pipeline.data.decode import (
     BadImage,
     Decoded,
@@ -24,8 +26,6 @@ from pipeline.data.decode import (
     convert_pixels,
     decode_bytes,
 )
-from pipeline.core.errors import StagewiseError
-from pipeline.core.progress import progress
 from pipeline.data.sources import Item, list_items, path_text
 from pipeline.data.store import StoreWriter
 
@@ -82,7 +82,10 @@ def decode_all(items: list[Item], settings: DecodeSettings) -> Iterator[tuple[De
     if n_workers < 2 or len(items) < PARALLEL_MIN_ITEMS or items[0].pixels is not None:
         yield from map(task, items)
         return
-    with Pool(n_workers) as pool:
+    # Workers come from a fork server, not a fork of this process, which copies the locks its
+    # threads hold and the SIGTERM handlers others installed (seen in a test process that had
+    # run torch's launcher: a forked worker outlived the pool's terminate and hung the caller).
+    with multiprocessing.get_context("forkserver").Pool(n_workers) as pool:
         yield from pool.imap(task, items, chunksize=16)
 
 
