@@ -2,6 +2,7 @@
 PyTorch's elastic launcher (or torchrun); rank 0 alone writes files and the MLflow run."""
 
 import csv
+import math
 import os
 import re
 import shutil
@@ -10,16 +11,23 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from torch import nn
 
+from pipeline.core.config import TrainConfig
 from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json
 from pipeline.core.paths import ModelFiles, Paths
+from pipeline.model.device import Batches
 from pipeline.model.inference import Classifier
+from pipeline.model.preprocess import Normalizer
+from pipeline.model.streaming import StoreRows, StreamedBatches
 from pipeline.tracking.store import open_store
 from pipeline.train.distributed import (
     agree,
@@ -28,8 +36,10 @@ from pipeline.train.distributed import (
     rank,
     requested_processes,
     run_distributed,
-    shard,
+    shard_rows,
+    world_size,
 )
+from pipeline.train.loop import FitState, train_one_epoch
 from stages import train
 from tests.conftest import compose_config
 from tests.project import ProjectCopy
@@ -56,16 +66,72 @@ def test_devices_and_batch_size_are_checked_before_any_process_starts():
     check_processes(63, True, 1, CPU)  # one process: nothing to split or synchronize
 
 
-def probe(batch: torch.Tensor) -> dict:
-    """What each rank sees, gathered on rank 0 (run by the launcher in 2 processes)."""
+class CountedStore(StoreRows):
+    """The array store's rows, recording the rows of every read."""
+
+    def __init__(self, store: Path, rows: np.ndarray):
+        super().__init__(store, rows)
+        self.reads: list[list[int]] = []
+
+    def __getitem__(self, key):
+        self.reads.append(np.asarray(key).tolist())
+        return super().__getitem__(key)
+
+
+@dataclass(frozen=True)
+class CountedBatches(Batches):
+    """In-memory images, recording the rows of every read."""
+
+    reads: list[list[int]] = field(default_factory=list)
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.reads.append(idx.tolist())
+        return super().take(idx)
+
+
+class InputRecorder(nn.Module):
+    """A linear classifier that keeps every (augmented, normalized) input it is given."""
+
+    def __init__(self, n_in: int):
+        super().__init__()
+        self.linear = nn.Linear(n_in, 10)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.linear(x.flatten(1))
+
+
+def one_epoch(data: Batches | StreamedBatches, cfg: TrainConfig) -> dict:
+    """The rows one epoch read, the inputs the model got and the generator's state after it."""
+    net = InputRecorder(math.prod(data.images.shape[1:]))
+    state = FitState(net, torch.Generator().manual_seed(0), total_epochs=1)
+    state.optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    state.scheduler = torch.optim.lr_scheduler.ConstantLR(state.optimizer, factor=1.0)
+    train_one_epoch(net, data, cfg, Normalizer.create([0.5] * 3, [0.25] * 3, CPU), state)
+    reads = data.reads if isinstance(data, CountedBatches) else data.images.reads
+    return {"reads": reads, "inputs": net.inputs, "generator": state.generator.get_state()}
+
+
+def probe(batch: torch.Tensor, store: Path, cfg: TrainConfig) -> dict:
+    """What each rank sees, gathered on rank 0 (run by the launcher in 2 processes, or in
+    this process as a 1-process reference)."""
+    images = np.load(store)
+    targets = torch.arange(len(images)) % 10
     mine = {
         "rank": rank(),
-        "shard": shard(batch).tolist(),
+        "shard": batch[shard_rows(len(batch))].tolist(),
         "mean": float(mean_over_ranks(torch.tensor(float(rank())))),
         "agreed": agree(rank() == 0, CPU),  # rank 0 says stop, rank 1 does not: 0 wins
+        "memory": one_epoch(CountedBatches(torch.from_numpy(images), targets, CPU), cfg),
+        "stream": one_epoch(
+            StreamedBatches(CountedStore(store, np.arange(len(images))), targets, CPU, 0), cfg
+        ),
     }
-    everyone = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
+    everyone = [mine]
+    if world_size() > 1:
+        everyone = [None] * world_size()
+        dist.all_gather_object(everyone, mine)
     return {"pid": os.getpid(), "ranks": everyone}
 
 
@@ -73,13 +139,27 @@ def refuse(key: str) -> None:
     raise StagewiseError(f"{key}: refused on rank {rank()}")
 
 
-def test_each_rank_trains_on_its_slice_of_the_global_batch():
-    seen = run_distributed(probe, 2, CPU, torch.arange(8))
+def test_each_rank_reads_augments_and_trains_on_only_its_slice_of_the_global_batch(tmp_path):
+    store = tmp_path / "images.npy"
+    np.save(store, np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8))
+    augment = ("train.augment.flip=true", "train.augment.crop=0.5", "train.augment.brightness=0.2")
+    cfg = compose_config("train.batch_size=8", *augment, "train.augment.contrast=0.2").train
+    [one] = run_distributed(probe, 1, CPU, torch.arange(8), store, cfg)["ranks"]
+    seen = run_distributed(probe, 2, CPU, torch.arange(8), store, cfg)
     assert seen["pid"] != os.getpid()  # the launcher's workers ran it, not this process
     assert [r["shard"] for r in seen["ranks"]] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert [r["mean"] for r in seen["ranks"]] == [0.5, 0.5]
     assert [r["agreed"] for r in seen["ranks"]] == [True, True]
-    assert run_distributed(shard, 1, CPU, torch.arange(8)).tolist() == list(range(8))
+    for loading in ("memory", "stream"):
+        alone, ranks = one[loading], [r[loading] for r in seen["ranks"]]
+        assert len(alone["reads"]) == 5 and all(len(rows) == 8 for rows in alone["reads"])
+        for r, mine in enumerate(ranks):  # each rank read only its half of each global batch
+            assert mine["reads"] == [rows[4 * r : 4 * r + 4] for rows in alone["reads"]], loading
+            assert torch.equal(mine["generator"], alone["generator"])  # the same random stream
+        for step, inputs in enumerate(alone["inputs"]):  # augmented exactly as by one process
+            halves = torch.cat([mine["inputs"][step] for mine in ranks])
+            assert torch.equal(halves, inputs), (loading, step)
+    assert one["stream"]["reads"] == one["memory"]["reads"]
 
 
 def test_a_worker_error_reaches_the_caller_as_one_line():

@@ -12,7 +12,7 @@ import torch
 from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import PROJECT_ROOT, Paths
 from pipeline.data.split import load_split_images
-from pipeline.model.augment import augment, is_identity, random_affine
+from pipeline.model.augment import BatchShare, augment, is_identity, random_affine
 from pipeline.model.device import Batches, select_device
 from pipeline.model.networks import ModelSpec, build_model
 from pipeline.model.preprocess import Normalizer, to_float
@@ -124,6 +124,18 @@ def test_crop_zooms_in_and_lighting_changes_brightness_within_range():
     assert contrast.min() >= 0 and contrast.max() <= 1
     ratios = contrast.std(dim=(1, 2, 3)) / x.std(dim=(1, 2, 3))
     assert ratios.min() < 0.95 and ratios.max() > 1.05
+
+
+def test_a_share_of_a_batch_is_augmented_exactly_as_within_the_whole_batch():
+    x = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    every = replace(CFG.train.augment, flip=True, crop=0.5, brightness=0.2, contrast=0.2)
+    whole_gen, share_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    whole = augment(x, every, whole_gen)
+    share = augment(x[4:8], every, share_gen, BatchShare(4, 12))
+    assert torch.equal(share, whole[4:8])
+    assert torch.equal(share_gen.get_state(), whole_gen.get_state())  # the same draws
+    other = augment(x[4:8], every, torch.Generator().manual_seed(3))  # drawn as a batch of 4
+    assert not torch.equal(other, whole[4:8])
 
 
 def test_training_settings_are_checked_before_training(digits_paths: Paths):

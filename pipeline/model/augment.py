@@ -2,9 +2,14 @@
 
 Used by training and by test-time augmentation; the deterministic uint8 -> model input step
 lives in pipeline/model/preprocess.py.
+
+A DDP rank augments only its slice of the global batch (a BatchShare): the random parameters
+(a few numbers per image) are drawn for the whole global batch and the slice takes its rows'
+ones, so the generator's stream and every image's augmentation are those of a 1-process run.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -12,42 +17,73 @@ import torch.nn.functional as F
 from pipeline.core.config import AugmentConfig
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """The configured random augmentations of a float batch in [0, 1]."""
+class BatchShare(NamedTuple):
+    """x holds rows start, start + 1, ... of a batch of `total` images."""
+
+    start: int
+    total: int
+
+
+class Draws:
+    """Per-image random numbers, drawn for the whole batch and sliced to x's rows."""
+
+    def __init__(self, x: torch.Tensor, generator: torch.Generator, share: BatchShare | None):
+        self.share = share or BatchShare(0, len(x))
+        self.rows = slice(self.share.start, self.share.start + len(x))
+        self.generator, self.device = generator, x.device
+
+    def rand(self) -> torch.Tensor:
+        """Values in [0, 1), one per image of x."""
+        drawn = torch.rand(self.share.total, generator=self.generator, device=self.device)
+        return drawn[self.rows]
+
+    def uniform(self, limit: float) -> torch.Tensor:
+        """Values drawn uniformly from [-limit, limit], one per image of x."""
+        return (self.rand() * 2 - 1) * limit
+
+
+def augment(
+    x: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    share: BatchShare | None = None,
+) -> torch.Tensor:
+    """The configured random augmentations of a float batch in [0, 1] (of x's rows of a larger
+    batch when share says which: each image is augmented as it would be within that batch)."""
     if has_geometry(cfg):
-        x = random_affine(x, cfg, generator)
+        x = random_affine(x, cfg, generator, share)
     if cfg.brightness or cfg.contrast:
-        x = random_lighting(x, cfg, generator)
+        x = random_lighting(x, cfg, generator, share)
     return x
 
 
-def uniform(n: int, limit: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """n values drawn uniformly from [-limit, limit]."""
-    return (torch.rand(n, generator=generator, device=device) * 2 - 1) * limit
-
-
-def random_affine(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    share: BatchShare | None = None,
+) -> torch.Tensor:
     """Rotate, shift, zoom, crop and (optionally) flip each image of a float batch at random.
 
     One affine_grid + grid_sample for the whole batch: no per-image Python. Uncovered
     pixels become 0 (black), the background of digits and a neutral border for photos.
     """
-    n, device = x.shape[0], x.device
-    angle = uniform(n, math.radians(cfg.rotate), generator, device)
-    zoom = 1 + uniform(n, cfg.scale, generator, device)
+    n, device, draw = x.shape[0], x.device, Draws(x, generator, share)
+    angle = draw.uniform(math.radians(cfg.rotate))
+    zoom = 1 + draw.uniform(cfg.scale)
     # affine_grid coordinates span [-1, 1], i.e. two units per image width.
-    shift_x = uniform(n, 2 * cfg.translate, generator, device)
-    shift_y = uniform(n, 2 * cfg.translate, generator, device)
+    shift_x = draw.uniform(2 * cfg.translate)
+    shift_y = draw.uniform(2 * cfg.translate)
     flip = torch.ones(n, device=device)
     if cfg.flip:
-        flip = torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -flip, flip)
+        flip = torch.where(draw.rand() < 0.5, -flip, flip)
     width, height = torch.ones(n, device=device), torch.ones(n, device=device)
     if cfg.crop < 1:  # random resized crop: a share of the area at an aspect ratio of 3/4..4/3
-        area = cfg.crop + torch.rand(n, generator=generator, device=device) * (1 - cfg.crop)
-        ratio = torch.exp(uniform(n, math.log(4 / 3), generator, device))
+        area = cfg.crop + draw.rand() * (1 - cfg.crop)
+        ratio = torch.exp(draw.uniform(math.log(4 / 3)))
         width, height = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)
-        shift_x = shift_x + uniform(n, 1, generator, device) * (1 - width)
-        shift_y = shift_y + uniform(n, 1, generator, device) * (1 - height)
+        shift_x = shift_x + draw.uniform(1) * (1 - width)
+        shift_y = shift_y + draw.uniform(1) * (1 - height)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
         [
@@ -61,12 +97,15 @@ def random_affine(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
 
 
 def random_lighting(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+    x: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    share: BatchShare | None = None,
 ) -> torch.Tensor:
     """Shift brightness and scale contrast (around each image's mean) at random."""
-    n, device = x.shape[0], x.device
-    brightness = uniform(n, cfg.brightness, generator, device).view(-1, 1, 1, 1)
-    contrast = 1 + uniform(n, cfg.contrast, generator, device).view(-1, 1, 1, 1)
+    draw = Draws(x, generator, share)
+    brightness = draw.uniform(cfg.brightness).view(-1, 1, 1, 1)
+    contrast = 1 + draw.uniform(cfg.contrast).view(-1, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * contrast + mean + brightness).clamp(0, 1)
 

@@ -4,7 +4,7 @@ normalization run as they do for in-memory data.
 
 The loop chooses every batch's indices from its seeded permutation and the loader only reads
 them, so the same seed gives the same batches, and the same weights, streamed or in memory; a
-process can also be handed only some of the batches (a DDP rank its shard).
+DDP rank is handed only its slice of each global batch's indices, and reads only those rows.
 """
 
 import logging

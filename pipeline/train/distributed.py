@@ -7,8 +7,8 @@ the fit loop reads the same with 1 or N processes.
 `train.devices=N` (or `auto`) starts N workers through PyTorch's elastic launcher (what
 `torchrun` runs); a process started by torchrun (WORLD_SIZE in its environment) joins the
 process group instead of launching again. NCCL on CUDA (one GPU per process), gloo on the CPU.
-Each rank trains on its slice of every global batch (train.batch_size images in all), DDP
-averages the gradients, and every rank evaluates the full valid split with the same weights.
+Each rank reads and trains on its slice of every global batch (train.batch_size images in all),
+DDP averages the gradients, and every rank evaluates the full valid split with the same weights.
 """
 
 import logging
@@ -172,13 +172,10 @@ def wrap(model: nn.Module, sync_bn: bool, device: torch.device) -> nn.Module:
     )
 
 
-def shard(batch: torch.Tensor) -> torch.Tensor:
-    """This rank's slice of a global batch (the whole batch in a single process)."""
-    n = world_size()
-    if n == 1:
-        return batch
-    size = len(batch) // n
-    return batch[rank() * size : (rank() + 1) * size]
+def shard_rows(total: int) -> slice:
+    """This rank's rows of a global batch of total images (all of them in a single process)."""
+    size = total // world_size()
+    return slice(rank() * size, (rank() + 1) * size)
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:

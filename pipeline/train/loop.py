@@ -20,7 +20,7 @@ from torch import nn
 from pipeline.core.config import TrainConfig
 from pipeline.core.errors import StagewiseError
 from pipeline.core.progress import progress
-from pipeline.model.augment import augment, is_identity
+from pipeline.model.augment import BatchShare, augment, is_identity
 from pipeline.model.device import autocast, compiled
 from pipeline.model.inference import predict_logits
 from pipeline.model.preprocess import Normalizer
@@ -219,16 +219,19 @@ def train_one_epoch(
     net: nn.Module, data: SplitData, cfg: TrainConfig, normalizer: Normalizer, state: FitState
 ) -> float:
     """One pass over shuffled full batches; returns the mean training loss (over all ranks:
-    every rank draws the same permutation and trains on its slice of each global batch)."""
+    every rank draws the same permutation and reads and trains on only its slice of each
+    global batch)."""
     net.train()
     order = torch.randperm(len(data), generator=state.generator, device=data.device)
     n_steps = steps_per_epoch(len(data), cfg.batch_size)
-    batches = order[: n_steps * cfg.batch_size].split(cfg.batch_size)
+    rows = distributed.shard_rows(cfg.batch_size)
+    share = BatchShare(rows.start, cfg.batch_size)
+    batches = [batch[rows] for batch in order[: n_steps * cfg.batch_size].split(cfg.batch_size)]
     total = torch.zeros((), device=data.device)
     for images, targets in progress(
         data.iterate(batches), desc="train", total=n_steps, off_terminal=False
     ):
-        loss = training_step(net, images, targets, cfg, normalizer, state.generator)
+        loss = training_step(net, images, targets, cfg, normalizer, state.generator, share)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
@@ -244,17 +247,20 @@ def training_step(
     cfg: TrainConfig,
     normalizer: Normalizer,
     generator: torch.Generator,
+    share: BatchShare | None = None,
 ) -> torch.Tensor:
-    """The loss of one augmented, normalized batch (of this rank's slice of it).
+    """The loss of one augmented, normalized batch: the whole batch, or the share of a global
+    batch that images hold (a DDP rank's slice).
 
-    Every rank augments the whole global batch before taking its slice, so the random stream
-    (and the checkpoint's generator state) is the one a single process draws: a few tensor ops
-    per batch traded for curves that match a 1-process run.
+    The augmentation's random parameters are drawn for the whole global batch and the share
+    takes its rows' ones, so the random stream (and the checkpoint's generator state) and every
+    image's augmentation are those a single process draws, while each rank reads and augments
+    only its own images.
     """
     augmentation = None
     if not is_identity(cfg.augment):
-        augmentation = lambda x: augment(x, cfg.augment, generator)  # noqa: E731
-    x, targets = distributed.shard(normalizer(images, augmentation)), distributed.shard(targets)
+        augmentation = lambda x: augment(x, cfg.augment, generator, share)  # noqa: E731
+    x = normalizer(images, augmentation)
     with autocast(images.device):
         return F.cross_entropy(net(x), targets, label_smoothing=cfg.label_smoothing)
 
