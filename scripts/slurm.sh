@@ -17,8 +17,9 @@ fail() {
     exit 1
 }
 
-# ps, not kill -0: a user may check daemons that root started.
-alive() { [[ -f "$1" ]] && ps -p "$(cat "$1")" >/dev/null 2>&1; }
+# ps, not kill -0: a user may check daemons that root started. (A daemon that stops removes
+# its pid file: read it once.)
+alive() { local pid; pid="$(cat "$1" 2>/dev/null)" && ps -p "$pid" >/dev/null 2>&1; }
 
 install_packages() {
     command -v slurmctld >/dev/null && command -v munged >/dev/null && return
