@@ -2,6 +2,7 @@
 one-line errors instead of tracebacks."""
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -89,11 +90,21 @@ def group_choices(arguments: list[str]) -> list[str]:
     return [f"+{arg}" if arg.split("=", 1)[0] in groups else arg for arg in arguments]
 
 
+def exit_on_sigterm() -> None:
+    """`kill` and schedulers send SIGTERM: exit through Python, so open MLflow runs end KILLED."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
     """Wrap run(cfg) as a Hydra command line reading params.yaml."""
 
     @hydra.main(config_path=str(PROJECT_ROOT), config_name="params", version_base=None)
     def main(cfg: DictConfig) -> Any:
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            # A SLURM job of hydra/launcher=slurm: submitit ignores SIGTERM ("Bypassing signal
+            # SIGTERM"; it requeues on SIGUSR2), but scancel and the time limit send SIGTERM,
+            # then SIGKILL after KillWait, which would leave the run RUNNING.
+            exit_on_sigterm()
         try:
             check_params()  # never start on another run's parameters
             result = run(validated(cfg))
@@ -118,8 +129,7 @@ def entrypoint(run: Callable[[Config], Any]) -> Callable[[], None]:
                 upstream[0],
             )
             sys.exit(2)
-        # `kill` and schedulers send SIGTERM: exit through Python, so open MLflow runs end KILLED.
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        exit_on_sigterm()
         sys.argv[1:] = group_choices(sys.argv[1:])
         if multirun:
             sys.argv += MULTIRUN_OVERRIDES  # after the user's: argparse wants them after -m

@@ -175,7 +175,17 @@ def source_tags(entrypoint: str) -> dict[str, str]:
     if exp_name := os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`
         tags["dvc.exp_name"] = exp_name
         tags["dvc.exp_baseline_rev"] = os.environ.get("DVC_EXP_BASELINE_REV", "")
+    if job := slurm_job_id():
+        tags["slurm.job_id"] = job
     return tags
+
+
+def slurm_job_id() -> str | None:
+    """The SLURM job this process runs in, as squeue shows it and scancel takes it (an array
+    task is <array job>_<task>, the name of its submitit log folder); None outside SLURM."""
+    if array_job := os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def git_tags(root: Path) -> dict[str, str]:
