@@ -145,7 +145,10 @@ def test_each_rank_reads_augments_and_trains_on_only_its_slice_of_the_global_bat
     augment = ("train.augment.flip=true", "train.augment.crop=0.5", "train.augment.brightness=0.2")
     cfg = compose_config("train.batch_size=8", *augment, "train.augment.contrast=0.2").train
     [one] = run_distributed(probe, 1, CPU, torch.arange(8), store, cfg)["ranks"]
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)]
     seen = run_distributed(probe, 2, CPU, torch.arange(8), store, cfg)
+    # torch's launcher installs its own handlers and leaves them: ours are put back.
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)] == handlers
     assert seen["pid"] != os.getpid()  # the launcher's workers ran it, not this process
     assert [r["shard"] for r in seen["ranks"]] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert [r["mean"] for r in seen["ranks"]] == [0.5, 0.5]

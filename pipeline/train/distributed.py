@@ -100,7 +100,8 @@ def run_distributed(fn: Callable[..., T], processes: int, device: torch.device, 
         max_restarts=0,  # a failed worker fails the training; resume with train.resume
     )
     try:
-        results = elastic_launch(config, worker)(fn, device, *args)
+        with handlers_kept():
+            results = elastic_launch(config, worker)(fn, device, *args)
     except ChildFailedError as e:
         rank_, failure = e.get_first_failure()
         raise StagewiseError(
@@ -108,6 +109,22 @@ def run_distributed(fn: Callable[..., T], processes: int, device: torch.device, 
             "the other processes were stopped"
         ) from None
     return results[0]
+
+
+@contextmanager
+def handlers_kept():
+    """Puts back this process's signal handlers: the launcher replaces those of SIGTERM, SIGINT,
+    SIGHUP and SIGQUIT with one raising its SignalException and leaves it, so a later SIGTERM
+    (and a process forked later, which inherits it) would no longer exit the stage's way."""
+    kept = {
+        s: signal.getsignal(s)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)
 
 
 def failure_reason(failure: Any) -> str:
