@@ -16,6 +16,7 @@ ru_maxrss is shown apart (it includes pages shared with the parent they forked f
 
     python benchmarks/stream_vs_memory.py                # 4000 images of 64 px (~49 MB)
     python benchmarks/stream_vs_memory.py --large        # 40000 images of 224 px (~6 GB)
+    python benchmarks/stream_vs_memory.py --large --train-images 2048   # train on a share
     python benchmarks/stream_vs_memory.py --n 8000 --size 96 --workers 0 1 2 4
 """
 
@@ -54,7 +55,7 @@ def status_mb(key: str) -> float:
     return next(int(line.split()[1]) for line in lines if line.startswith(key + ":")) / 1024
 
 
-def child(store: Path, mode: str, workers: int, epochs: int) -> dict:
+def child(store: Path, mode: str, workers: int, epochs: int, train_images: int) -> dict:
     """One variant, in this process: what the parent prints."""
     import torch
 
@@ -90,6 +91,9 @@ def child(store: Path, mode: str, workers: int, epochs: int) -> dict:
     read_per_s = len(batches) * BATCH / (time.perf_counter() - start)
     result = {"read_per_s": read_per_s, "train_per_s": float("nan"), "device": str(device)}
     if epochs:
+        if train_images:  # a share of the split, read the same way (large stores train slowly)
+            train = split_data(rows(np.arange(n_valid, n_valid + train_images)), device,
+                               in_memory, workers)  # fmt: skip
         result["train_per_s"] = train_throughput(train, valid, shape, epochs, device)
     return {
         **result,
@@ -131,11 +135,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="0 = read the batches only")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dir", type=Path, default=None, help="where the store goes (a temp dir)")
-    parser.add_argument("--child", nargs=4, metavar=("STORE", "MODE", "WORKERS", "EPOCHS"))
+    parser.add_argument("--train-images", type=int, default=0,
+                        help="train on the first K train images only (0 = all; reading and "
+                        "memory are still measured over the whole split)")  # fmt: skip
+    parser.add_argument("--child", nargs=5, metavar=("STORE", "MODE", "WORKERS", "EPOCHS", "K"))
     args = parser.parse_args()
     if args.child:
-        store, mode, workers, epochs = args.child
-        print(json.dumps(child(Path(store), mode, int(workers), int(epochs))))
+        store, mode, workers, epochs, train_images = args.child
+        print(json.dumps(child(Path(store), mode, int(workers), int(epochs), int(train_images))))
         return
     n, size = (40_000, 224) if args.large else (args.n, args.size)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -149,7 +156,10 @@ def main() -> None:
         for mode, workers in variants:
             command = [sys.executable, __file__, "--child", str(store), mode, str(workers)]
             out = subprocess.run(
-                [*command, str(args.epochs)], capture_output=True, text=True, check=True
+                [*command, str(args.epochs), str(args.train_images)],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             r = results[(mode, workers)] = json.loads(out.stdout.strip().splitlines()[-1])
             name = "memory" if mode == "memory" else f"stream/w{workers}"
