@@ -46,6 +46,17 @@ def test_fit_learns_digits(digits_paths: Paths):
     assert [r.epoch for r in history] == [1, 2, 3]
 
 
+def test_a_one_cycle_of_exactly_one_warm_up_step_trains():
+    # 64 images in batches of 16 for 1 epoch: 4 steps, a quarter of them warm-up.
+    rng = np.random.default_rng(0)
+    images, targets = rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8), np.arange(64) % 2
+    data = Batches.from_numpy(images, targets, torch.device("cpu"))
+    spec = ModelSpec("small_cnn", ["a", "b"], 1, 8, [0.5], [0.3], widths=[8], dropout=0.0)
+    cfg = replace(CFG.train, epochs=1, batch_size=16, pct_start=0.25)
+    state = fit(build_model(spec), data, data, cfg, Normalizer.create([0.5], [0.3], data.device), 0)
+    assert len(state.history) == 1
+
+
 def test_same_seed_same_weights_on_cpu(digits_paths: Paths):
     one, history_one = train_small(digits_paths, epochs=2)
     two, history_two = train_small(digits_paths, epochs=2)

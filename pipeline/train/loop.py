@@ -167,11 +167,12 @@ def one_cycle(
         [{"params": group, "lr": lr} for group, lr in zip(groups, phase.lrs, strict=True)],
         weight_decay=cfg.weight_decay,
     )
+    total_steps = phase.epochs * steps_per_epoch(n_train, cfg.batch_size)
+    pct_start = phase.pct_start
+    if pct_start * total_steps == 1:  # torch divides by pct_start * total_steps - 1 (4 steps, 0.25)
+        pct_start *= 1.01
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=phase.lrs,
-        total_steps=phase.epochs * steps_per_epoch(n_train, cfg.batch_size),
-        pct_start=phase.pct_start,
+        optimizer, max_lr=phase.lrs, total_steps=total_steps, pct_start=pct_start
     )
     return optimizer, scheduler
 
