@@ -8,7 +8,8 @@ peak-memory figure is that variant's alone), one after another:
 For each: training images/s over `--epochs` epochs of pipeline.train.loop.fit (small_cnn,
 no augmentation, CUDA when present, else the CPU with 1 thread), the images/s of reading
 the batches alone (no model: the loader's own ceiling), and the training process's peak
-resident memory above its baseline after the imports (VmHWM - VmRSS). VmHWM also counts the
+resident memory above its baseline after the imports (VmHWM - VmRSS), and of its anonymous
+memory alone (RssAnon sampled every 20 ms: what the process must hold). VmHWM also counts the
 clean file pages of the memory map a process touched: the page cache, which the kernel drops
 under memory pressure, so for stream/w0 it overstates what must fit. The workers' largest
 ru_maxrss is shown apart (it includes pages shared with the parent they forked from).
@@ -55,6 +56,28 @@ def status_mb(key: str) -> float:
     return next(int(line.split()[1]) for line in lines if line.startswith(key + ":")) / 1024
 
 
+class AnonPeak:
+    """The peak of this process's anonymous memory (RssAnon: its own allocations, not the
+    page cache of the memory-mapped store, which VmHWM also counts), sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = status_mb("RssAnon")
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        while not self.done.wait(0.02):
+            self.peak = max(self.peak, status_mb("RssAnon"))
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return max(self.peak, status_mb("RssAnon"))
+
+
 def child(store: Path, mode: str, workers: int, epochs: int, train_images: int) -> dict:
     """One variant, in this process: what the parent prints."""
     import torch
@@ -78,6 +101,7 @@ def child(store: Path, mode: str, workers: int, epochs: int, train_images: int) 
         return SplitRows(idx, idx, targets[idx], [str(c) for c in range(CLASSES)], store, shape[1:])
 
     base = status_mb("VmRSS")  # after the imports: what every variant holds anyway
+    base_anon, anon = status_mb("RssAnon"), AnonPeak()
     train_rows, valid_rows = rows(np.arange(n_valid, n)), rows(np.arange(n_valid))
     in_memory = keep_in_memory(DataLoading(mode), 0)
     train = split_data(train_rows, device, in_memory, workers)
@@ -98,6 +122,7 @@ def child(store: Path, mode: str, workers: int, epochs: int, train_images: int) 
     return {
         **result,
         "peak_over_base_mb": status_mb("VmHWM") - base,
+        "anon_peak_over_base_mb": anon.stop() - base_anon,
         "base_mb": base,
         "workers_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
@@ -165,6 +190,7 @@ def main() -> None:
             name = "memory" if mode == "memory" else f"stream/w{workers}"
             print(f"{name:10s} train {r['train_per_s']:8.0f} img/s  read {r['read_per_s']:8.0f} "
                   f"img/s  peak RSS over base {r['peak_over_base_mb']:6.0f} MB "
+                  f"(anonymous {r['anon_peak_over_base_mb']:6.0f} MB) "
                   f"(base {r['base_mb']:.0f} MB; workers' ru_maxrss {r['workers_peak_mb']:.0f} MB)  [{r['device']}]")  # fmt: skip
         memory = results[("memory", 0)]["train_per_s"]
         for mode, workers in variants[1:]:
