@@ -134,7 +134,7 @@ def callbacks(
         ReportEpoch(lambda r: epochs.log(r.metrics(), r.epoch)),
         OverfitWatch(
             cfg.train.overfit_patience,
-            lambda epoch: run.set_tags({"overfitting": "true", "overfitting.epoch": epoch}),
+            lambda epoch: epochs.set_tags({"overfitting": "true", "overfitting.epoch": epoch}),
         ),
     ]
     if stopping.keep_best:

@@ -24,7 +24,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json
 from pipeline.core.paths import PROJECT_ROOT, ModelFiles, Paths
-from pipeline.tracking.store import Store, open_store
+from pipeline.tracking.store import Store, open_store, shown, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -131,30 +131,70 @@ class Run:
         self.store.client.set_terminated(self.id, status)
 
 
+# The longest wait between two attempts to write while the tracking server is away.
+OUTAGE_RETRY_SECONDS = 60.0
+
+
 class MetricBuffer:
     """Per-epoch metrics, logged as curves (curve_name) in one batched call at most every
     `interval` seconds and at the end: short epochs do not wait for the store each time
-    (about 8 ms a write on sqlite), and the MLflow UI is at most `interval` seconds behind."""
+    (about 8 ms a write on sqlite), and the MLflow UI is at most `interval` seconds behind.
+
+    A tracking server that stops answering does not stop training: the metrics stay here and
+    are written once it answers again (tried with a doubling wait, at most
+    OUTAGE_RETRY_SECONDS apart). MLflow's own retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    default 7 with backoff: minutes) would block the epoch loop meanwhile, so a write is
+    tried only after the server answered a quick probe (Store.answers)."""
 
     def __init__(self, run: Run, interval: float = 5.0) -> None:
         self.run, self.interval = run, interval
         self.pending: list[Metric] = []
-        self.last_write = time.monotonic()
+        self.tags: dict[str, str] = {}  # set mid-training: written with the metrics
+        self.next_write = time.monotonic() + interval
+        self.failures = 0
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.pending += at_step({curve_name(k): v for k, v in metrics.items()}, step)
-        if time.monotonic() - self.last_write >= self.interval:
-            self.flush()
+        if time.monotonic() >= self.next_write:
+            self.try_flush()
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.tags.update({key: str(value) for key, value in tags.items()})
+        self.try_flush()
+
+    def try_flush(self) -> None:
+        """Write the pending metrics, or keep them for later when the server is away."""
+        if self.run.store.answers():
+            try:
+                self.flush()
+                return
+            except mlflow.exceptions.MlflowException as e:
+                if not unreachable(e):
+                    raise
+        self.failures += 1
+        if self.failures == 1:
+            log.warning(
+                "MLflow tracking server %s does not answer: training goes on, and its metrics "
+                "are written when the server is back",
+                shown(self.run.store.uri),
+            )
+        wait = min(self.interval * 2**self.failures, OUTAGE_RETRY_SECONDS)
+        self.next_write = time.monotonic() + wait
 
     def flush(self) -> None:
         self.run.log_metric_list(self.pending)
-        self.pending = []
-        self.last_write = time.monotonic()
+        self.run.set_tags(self.tags)
+        if self.failures:
+            log.info("MLflow tracking server answers again: the kept metrics are written")
+        self.pending, self.tags, self.failures = [], {}, 0
+        self.next_write = time.monotonic() + self.interval
 
     def __enter__(self) -> "MetricBuffer":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
+        if unreachable(error):
+            return  # one more write would wait MLflow's whole retry budget again
         self.flush()  # also when training stops with an error: keep the epochs it did
 
 
@@ -222,7 +262,7 @@ def training_run(
     else:
         run = create_run(store, config, tags, run_name)
     monitor = None
-    status = RunStatus.to_string(RunStatus.FAILED)
+    status: str | None = RunStatus.to_string(RunStatus.FAILED)
     owner = claim(paths, run.id)
     try:
         if not resume_run_id:
@@ -235,13 +275,26 @@ def training_run(
         status = RunStatus.to_string(RunStatus.KILLED)
         raise
     except Exception as e:
+        if unreachable(e):
+            status = None  # it cannot be told; the message says what was kept
+            raise StagewiseError(lost_server_message(run)) from None
         run.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
         raise
     finally:
         if monitor:
             monitor.finish()
-        run.end(status)
+        if status:
+            run.end(status)
         release(paths, run.id, owner)
+
+
+def lost_server_message(run: Run) -> str:
+    return (
+        f"the MLflow tracking server {shown(run.store.uri)} stopped answering during run "
+        f"{run.id}, which stays RUNNING there; the trained model files and the checkpoint are "
+        "kept: once the server is back, train again with train.resume=true to log the missing "
+        "epochs and the model into that run"
+    )
 
 
 def create_run(store: Store, config: dict, tags: dict[str, str], run_name: str | None) -> Run:

@@ -71,6 +71,11 @@ class Store:
         client holds a database engine, which does not pickle."""
         return reconnect, (self.uri, self.artifact_root)
 
+    def answers(self) -> bool:
+        """Whether the store can take a write now: a local store always, a server when it
+        answers within seconds (see server_answers)."""
+        return urlsplit(self.uri).scheme not in ("http", "https") or server_answers(self.uri)
+
     def experiment_id(self, name: str) -> str:
         """The experiment's id, creating it (as a model-training experiment) if new."""
         found = self.client.get_experiment_by_name(name)
@@ -212,6 +217,31 @@ def check_server(uri: str) -> None:
             f"MLflow tracking server {shown(uri)} (MLFLOW_TRACKING_URI) is unreachable ({why}); "
             "start it, fix MLFLOW_TRACKING_URI, or unset it to track into the project's own mlruns/"
         ) from None
+
+
+# How long a server may take to answer between epochs before its writes wait for later: a
+# blocked write would stall training for MLflow's whole retry budget (minutes by default).
+PROBE_TIMEOUT_SECONDS = 2
+
+
+def server_answers(uri: str) -> bool:
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_SECONDS)
+    except requests.exceptions.SSLError:
+        return True
+    except requests.exceptions.RequestException:
+        return False
+    return True
+
+
+def unreachable(error: BaseException | None) -> bool:
+    """Whether error says the tracking server did not answer: MLflow raises an MlflowException
+    over the requests error it gave up on after its own retries (MLFLOW_HTTP_REQUEST_*)."""
+    while error is not None:
+        if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 DAMAGE_SIGNS = ("malformed", "not a database")
