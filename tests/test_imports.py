@@ -85,6 +85,5 @@ def test_data_stages_load_neither_torch_nor_mlflow(stage):
 
 
 def test_editing_a_metrics_module_does_not_rerun_lr_find():
-
     assert "pipeline/evaluate/metrics.py" not in STAGES["lr-find"]["deps"]
     assert "pipeline/evaluate/metrics.py" in STAGES["evaluate"]["deps"]

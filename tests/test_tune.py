@@ -1,9 +1,12 @@
 """stages.tune's search space: config keys nested or dotted, checked before any trial."""
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.core.errors import StagewiseError
-from pipeline.train.tune import search_space
+from pipeline.core.paths import Paths
+from pipeline.train.tune import search_space, storage_url
 from stages.tune import check, with_params
 from tests.conftest import compose_config
 
@@ -59,3 +62,11 @@ def test_tune_refuses_what_would_fail_every_trial():
         check(compose_config("compare.metric=valid_f1"), {})
     with pytest.raises(StagewiseError, match=r"train\.devices=1"):
         check(compose_config("train.devices=2"), {})
+
+
+def test_a_storage_url_with_a_password_is_refused(tmp_path):
+    tune = replace(compose_config().tune, storage="postgresql://me:secret@db/optuna")
+    with pytest.raises(StagewiseError, match="PGPASSWORD") as error:
+        storage_url(tune, Paths(tmp_path))
+    assert "secret" not in str(error.value)
+    assert storage_url(replace(tune, storage=None), Paths(tmp_path)).endswith("mlruns/optuna.db")
