@@ -51,7 +51,7 @@ def runs_of(project: ProjectCopy, study):
 
 
 def test_a_search_prunes_hopeless_trials_and_records_each_trial_as_a_child_run(project):
-    project.run(*tune("pruned", "tune.trials=5", "tune.startup_trials=2"))
+    project.run(*tune("pruned", "tune.trials=5", "tune.startup_trials=2", "tune.warmup_epochs=1"))
     study = load_study(project, "pruned")
     found = states(study)
     pruned = sum(state == "PRUNED" for state in found.values())
