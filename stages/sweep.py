@@ -14,17 +14,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.core.direction import optimization_direction
 from pipeline.core.paths import Paths
 from pipeline.tracking.runs import SWEEP_RUN_ENV, Run
 from pipeline.tracking.sweeps import finish_sweep, start_sweep
 from stages import common
 
 log = logging.getLogger("stagewise")
-
-# The Optuna preset's direction follows compare.metric (conf/hydra/sweeper/stagewise_optuna.yaml).
-# Hydra builds this module's callback before the sweeper, so the resolver is there in time.
-OmegaConf.register_new_resolver("stagewise.direction", optimization_direction, replace=True)
 
 
 def chosen_hydra_overrides(config: DictConfig) -> list[str]:

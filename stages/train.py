@@ -35,16 +35,28 @@ from stages.common import check_params, entrypoint, job_dir
 log = logging.getLogger("stagewise")
 
 
-def run(cfg: Config, paths: Paths = Paths(), out: Paths | None = None) -> float | None:
+def run(
+    cfg: Config,
+    paths: Paths = Paths(),
+    out: Paths | None = None,
+    extra: tuple[Callback, ...] = (),
+    extra_tags: dict[str, str] | None = None,
+) -> float | None:
     """Train (in train.devices processes); returns the kept epoch's compare.metric (the value
-    a sweeper optimizes)."""
+    a sweeper optimizes). extra callbacks and tags come from stages.tune (one process)."""
     device = select_device(cfg.train.device)
     processes = 1 if cfg.train.overfit_one_batch else requested_processes(cfg.train.devices, device)
     check_processes(cfg.train.batch_size, cfg.train.sync_bn, processes, device)
-    return run_distributed(train, processes, device, cfg, paths, out or paths)
+    return run_distributed(train, processes, device, cfg, paths, out or paths, extra, extra_tags)
 
 
-def train(cfg: Config, paths: Paths, out: Paths) -> float | None:
+def train(
+    cfg: Config,
+    paths: Paths,
+    out: Paths,
+    extra: tuple[Callback, ...] = (),
+    extra_tags: dict[str, str] | None = None,
+) -> float | None:
     """One process's training: rank 0 writes the outputs and the MLflow run, the other ranks
     (when train.devices > 1) train in step with it and write nothing."""
     if is_main_process():
@@ -69,7 +81,11 @@ def train(cfg: Config, paths: Paths, out: Paths) -> float | None:
     run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
     with (
         training_run(
-            paths, to_dict(cfg), tags, run_name, resume_run_id=resume and resume["run_id"]
+            paths,
+            to_dict(cfg),
+            {**tags, **(extra_tags or {})},
+            run_name,
+            resume_run_id=resume and resume["run_id"],
         ) as run,
         MetricBuffer(run) as epochs,
     ):
@@ -80,7 +96,7 @@ def train(cfg: Config, paths: Paths, out: Paths) -> float | None:
         state = fit_model(
             callbacks=callbacks(cfg, run, epochs, Checkpoint(
                 out.checkpoint, identity, run.id, cfg.train.checkpoint_every_s
-            )),
+            ), extra),
         )  # fmt: skip
         check_params()  # minutes have passed: are these still the tracked parameters?
         files = ModelFiles(out.model_dir)
@@ -118,17 +134,26 @@ def end_checkpoint_run(paths: Paths, out: Paths) -> None:
 
 def objective(result: EpochResult, metric: str) -> float:
     """What a sweeper optimizes: compare.metric of the kept epoch (e.g. valid_error_rate)."""
+    check_objective(metric)
+    return getattr(result, metric)
+
+
+def check_objective(metric: str) -> None:
     if metric not in list(Monitor):
         raise StagewiseError(
             f"compare.metric={metric!r}: a sweep can optimize {', '.join(Monitor)}"
         )
-    return getattr(result, metric)
 
 
 def callbacks(
-    cfg: Config, run: Run, epochs: MetricBuffer, checkpoint: Checkpoint
+    cfg: Config,
+    run: Run,
+    epochs: MetricBuffer,
+    checkpoint: Checkpoint,
+    extra: tuple[Callback, ...] = (),
 ) -> tuple[Callback, ...]:
-    """Report each epoch to MLflow, then the optional parts, and checkpoint last."""
+    """Report each epoch to MLflow, then the optional parts (and extra: a tune trial's
+    pruning), and checkpoint last."""
     stopping = cfg.train.early_stopping
     chosen: list[Callback] = [
         ReportEpoch(lambda r: epochs.log(r.metrics(), r.epoch)),
@@ -141,7 +166,7 @@ def callbacks(
         chosen.append(KeepBest(stopping.monitor))
     if stopping.patience:
         chosen.append(EarlyStopping(stopping.monitor, stopping.patience))
-    return (*chosen, checkpoint)
+    return (*chosen, *extra, checkpoint)
 
 
 def relog_lost_epochs(run: Run, history: list[dict], epochs: MetricBuffer) -> None:

@@ -1,12 +1,13 @@
 """One notion of which way a metric improves, used by early stopping, keep-best, the sweep
-summary, compare and the Optuna preset."""
+summary, compare and the direction of stages.tune's study."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from pipeline.core.direction import best_by, higher_is_better, improved, optimization_direction
-from pipeline.core.paths import PROJECT_ROOT
+from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import Paths
 from pipeline.evaluate.compare import runs_table
+from tests.conftest import compose_config
 
 
 @pytest.mark.parametrize(
@@ -39,13 +40,12 @@ def test_compare_sorts_best_first_in_the_metric_direction():
 @pytest.mark.parametrize(
     ("metric", "direction"), [("valid_error_rate", "minimize"), ("valid_accuracy", "maximize")]
 )
-def test_the_optuna_preset_follows_compare_metric(metric, direction):
-    import stages.sweep  # noqa: F401  (registers the resolver the preset uses)
+def test_the_tune_study_follows_compare_metric(tmp_path, metric, direction):
+    from pipeline.train.tune import open_study
 
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
-        cfg = compose(
-            config_name="config",
-            overrides=["hydra/sweeper=stagewise_optuna", f"compare.metric={metric}"],
-            return_hydra_config=True,
-        )
-    assert cfg.hydra.sweeper.direction == direction
+    cfg = compose_config(f"compare.metric={metric}")
+    study = open_study(cfg.tune, Paths(tmp_path), metric)
+    assert study.direction.name.lower() == direction
+    other = "valid_accuracy" if metric == "valid_error_rate" else "valid_error_rate"
+    with pytest.raises(StagewiseError, match=rf"compare\.metric={other} wants"):
+        open_study(cfg.tune, Paths(tmp_path), other)  # resuming it the other way round

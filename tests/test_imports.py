@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.core.paths import PROJECT_ROOT
 from tests.imports import import_closure, imported_names
+from tests.test_dvc_yaml import STAGES, module_of
 
 PIPELINE = PROJECT_ROOT / "pipeline"
 # The served model: its code (logged with it) and its HTTP server.
@@ -33,6 +34,13 @@ def top_level(path: Path) -> set[str]:
 def test_only_tracking_and_the_served_model_import_mlflow():
     importers = {f for f in PROJECT_FILES if "mlflow" in top_level(f)}
     assert relative(importers - package("tracking") - SERVED) == []
+
+
+def test_only_the_tune_code_imports_optuna():
+    importers = {f for f in PROJECT_FILES if "optuna" in top_level(f)}
+    assert relative(importers) == ["pipeline/train/tune.py"]
+    reached = set().union(*(import_closure(module_of(s)) for s in STAGES))
+    assert PIPELINE / "train" / "tune.py" not in reached  # no DVC stage loads Optuna
 
 
 def test_tracking_imports_no_training_evaluation_or_model_code():
@@ -77,7 +85,5 @@ def test_data_stages_load_neither_torch_nor_mlflow(stage):
 
 
 def test_editing_a_metrics_module_does_not_rerun_lr_find():
-    from tests.test_dvc_yaml import STAGES
-
     assert "pipeline/evaluate/metrics.py" not in STAGES["lr-find"]["deps"]
     assert "pipeline/evaluate/metrics.py" in STAGES["evaluate"]["deps"]

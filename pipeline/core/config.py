@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
+from typing import Any
 
 
 class Source(StrEnum):
@@ -229,6 +230,29 @@ class CompareConfig:
     metric: str
 
 
+class Pruner(StrEnum):
+    """What stops hopeless trials of stages.tune after an epoch (Optuna's pruners)."""
+
+    none = "none"
+    median = "median"
+    hyperband = "hyperband"
+
+
+@dataclass
+class TuneConfig:
+    trials: int
+    study: str
+    storage: str | None  # an SQLAlchemy URL; None = mlruns/optuna.db
+    seed: int
+    startup_trials: int
+    pruner: Pruner
+    warmup_epochs: int
+    heartbeat_s: int
+    retries: int
+    # config key -> {low, high[, log, step]} or {choices}; checked by pipeline.train.tune
+    space: dict[str, Any]
+
+
 @dataclass
 class TrackingConfig:
     experiment: str
@@ -246,6 +270,7 @@ class Config:
     predict: PredictConfig
     serve: ServeConfig
     compare: CompareConfig
+    tune: TuneConfig
     tracking: TrackingConfig
     seed: int
 

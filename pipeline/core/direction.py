@@ -1,5 +1,5 @@
 """Which way is better for a metric: the one notion shared by early stopping, keep-best, the
-sweep summary, `stages.compare` and the Optuna sweeper's direction."""
+sweep summary, `stages.compare` and the direction of `stages.tune`'s study."""
 
 from collections.abc import Callable, Iterable
 from typing import TypeVar

@@ -2,26 +2,51 @@
 
 from typing import Any
 
+import mlflow
+from mlflow.entities import RunStatus
+
 from pipeline.core.direction import best_by
+from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import PROJECT_ROOT, Paths
 from pipeline.tracking.runs import Run, git_tags, source_tags
 from pipeline.tracking.store import open_store
 
 
-def start_sweep(paths: Paths, experiment: str, overrides: list[str]) -> Run:
-    """Open the parent run of a sweep."""
+def start_sweep(
+    paths: Paths,
+    experiment: str,
+    overrides: list[str],
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Run:
+    """Open the parent run of a sweep (of a Hydra multirun, or of stages.tune's study)."""
     store = open_store(paths)
-    tags = {
+    all_tags = {
         **source_tags("sweep"),
         **git_tags(PROJECT_ROOT),
         "sweep.overrides": " ".join(overrides),
+        **(tags or {}),
     }
     created = store.client.create_run(
         store.experiment_id(experiment),
-        run_name=f"sweep {' '.join(overrides)}"[:250],
-        tags=tags,
+        run_name=(name or f"sweep {' '.join(overrides)}")[:250],
+        tags=all_tags,
     )
     return Run(store, created.info.run_id)
+
+
+def reattach_sweep(paths: Paths, run_id: str) -> Run:
+    """The parent run of a sweep that goes on (a resumed study, another worker), RUNNING."""
+    store = open_store(paths)
+    try:
+        status = store.client.get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        raise StagewiseError(
+            f"the study's MLflow parent run {run_id} is not in {store.uri}; use another tune.study"
+        ) from None
+    if status != RunStatus.to_string(RunStatus.RUNNING):
+        store.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    return Run(store, run_id)
 
 
 def finish_sweep(parent: Run, jobs: int, failed: int, metric: str) -> dict:

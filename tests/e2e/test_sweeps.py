@@ -1,5 +1,5 @@
-"""Sweeps with the conf/hydra presets: parallel jobs (joblib) against one MLflow store, and an
-Optuna search, on the real digits data in a temporary copy of the project."""
+"""Sweeps with the conf/hydra presets: parallel jobs (joblib) against one MLflow store, on the
+real digits data in a temporary copy of the project (Optuna searches: test_tune.py)."""
 
 import pytest
 
@@ -50,22 +50,3 @@ def test_four_parallel_jobs_lose_no_run_or_metric(project):
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch/valid_loss")]
         assert sorted(steps) == [1, 2, 3]
     assert parent.data.tags["sweep.best_run_id"] in {c.info.run_id for c in children}
-
-
-def test_optuna_finds_a_config_at_least_as_good_as_the_default(project):
-    client, experiment = store(project)
-    project.run("python", "-m", "stages.train")  # the default config, for reference
-    (default,) = client.search_runs([experiment], "tags.`sweep.overrides` IS NULL",
-                                    order_by=["attributes.start_time DESC"], max_results=1)  # fmt: skip
-    result = project.run("python", "-m", "stages.train", "-m", "hydra/sweeper=stagewise_optuna",
-                         "hydra.sweeper.n_trials=6")  # fmt: skip
-    parent, children = sweep_runs(
-        project, "hydra/sweeper=stagewise_optuna hydra.sweeper.n_trials=6"
-    )
-    assert len(children) == 6 and len({c.data.params["train.lr"] for c in children}) == 6
-    best = min(c.data.metrics["valid_error_rate"] for c in children)
-    print(f"\ndefault valid error {default.data.metrics['valid_error_rate']:.4f}, "
-          f"best of 6 Optuna trials {best:.4f}")  # fmt: skip
-    assert best <= default.data.metrics["valid_error_rate"]
-    assert parent.data.metrics["best_valid_error_rate"] == best
-    assert "Best parameters" in result.stdout + result.stderr
