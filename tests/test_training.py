@@ -273,3 +273,14 @@ def test_lr_find_sweeps_growing_rates_and_suggests_one_on_the_descent(digits_pat
     assert 1e-5 < found.suggestion < 1
     at = found.lrs.index(found.suggestion)
     assert found.losses[at] < found.losses[0]
+
+
+def test_deterministic_algorithms_are_switched_on_and_back_off():
+    import torch
+
+    from pipeline.model.device import seed_everything
+
+    seed_everything(0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    seed_everything(0)
+    assert not torch.are_deterministic_algorithms_enabled()
