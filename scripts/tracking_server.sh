@@ -19,6 +19,7 @@
 #   STAGEWISE_SERVER_TIMEOUT  seconds to wait for the server to answer (default 90)
 #   STAGEWISE_AUTH_CACHE_SECONDS  how long a server process trusts a checked password
 #                          (default 60; 0: hash it again on every request)
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  MLflow's GenAI job runner (default false here)
 #   MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD  the admin created on the first
 #                          start (default admin / a generated password in credentials.env)
 set -euo pipefail
@@ -142,9 +143,12 @@ start_mlflow() {
         python -c 'import flask_wtf' 2>/dev/null ||
             die "MLflow's basic-auth app needs Flask-WTF (mlflow[auth]), which the environment lacks"
         # setsid: the server and its workers form one process group, stopped together.
+        # MLflow's job runner (GenAI jobs: judges, prompt optimization, trace rollups; nothing
+        # stagewise uses) is 8 more processes; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true keeps it.
         env -u MLFLOW_TRACKING_URI -u MLFLOW_TRACKING_USERNAME -u MLFLOW_TRACKING_PASSWORD \
             -u MLFLOW_AUTH_ADMIN_USERNAME -u MLFLOW_AUTH_ADMIN_PASSWORD \
             PGPASSFILE="$dir/pgpass" MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini" \
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
             MLFLOW_FLASK_SERVER_SECRET_KEY="$(secret "$dir/secret_key")" \
             setsid mlflow server --app-name basic-auth \
             --backend-store-uri "postgresql+psycopg2://mlflow@127.0.0.1:$(cat "$dir/pg_port")/mlflow" \
