@@ -17,6 +17,9 @@
 #                          s3://bucket/prefix with the usual AWS_* variables for S3)
 #   STAGEWISE_SERVER_WORKERS  MLflow server processes (default 2)
 #   STAGEWISE_SERVER_TIMEOUT  seconds to wait for the server to answer (default 90)
+#   STAGEWISE_AUTH_CACHE_SECONDS  how long a server process trusts a checked password
+#                          (default 60; 0: hash it again on every request)
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  MLflow's GenAI job runner (default false here)
 #   MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD  the admin created on the first
 #                          start (default admin / a generated password in credentials.env)
 set -euo pipefail
@@ -114,6 +117,10 @@ write_auth_config() {
     fi
     password=$(sed -n 's/^MLFLOW_TRACKING_PASSWORD=//p' "$dir/credentials.env")
     # MLflow's basic_auth.ini, with its users in the same PostgreSQL; read by the server only.
+    # Each request carries the password, and checking it against its scrypt hash costs
+    # ~0.15 s of CPU: without the cache, a training's ~85 requests cost the server seconds.
+    # A password changed or a user deleted stays usable on the other server processes for up
+    # to the cache's time.
     (umask 077 && cat >"$dir/basic_auth.ini" <<EOF
 [mlflow]
 default_permission = READ
@@ -121,6 +128,7 @@ database_uri = postgresql+psycopg2://mlflow@127.0.0.1:$pg_port/mlflow_auth
 admin_username = $admin
 admin_password = $password
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${STAGEWISE_AUTH_CACHE_SECONDS:-60}
 EOF
     )
 }
@@ -135,9 +143,12 @@ start_mlflow() {
         python -c 'import flask_wtf' 2>/dev/null ||
             die "MLflow's basic-auth app needs Flask-WTF (mlflow[auth]), which the environment lacks"
         # setsid: the server and its workers form one process group, stopped together.
+        # MLflow's job runner (GenAI jobs: judges, prompt optimization, trace rollups; nothing
+        # stagewise uses) is 8 more processes; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true keeps it.
         env -u MLFLOW_TRACKING_URI -u MLFLOW_TRACKING_USERNAME -u MLFLOW_TRACKING_PASSWORD \
             -u MLFLOW_AUTH_ADMIN_USERNAME -u MLFLOW_AUTH_ADMIN_PASSWORD \
             PGPASSFILE="$dir/pgpass" MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini" \
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
             MLFLOW_FLASK_SERVER_SECRET_KEY="$(secret "$dir/secret_key")" \
             setsid mlflow server --app-name basic-auth \
             --backend-store-uri "postgresql+psycopg2://mlflow@127.0.0.1:$(cat "$dir/pg_port")/mlflow" \
