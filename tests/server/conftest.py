@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,13 @@ def server():
     if given := os.environ.get("STAGEWISE_SERVER_DIR"):
         yield start(Path(given))
         return
+    with own_server() as started:
+        yield started
+
+
+@contextmanager
+def own_server():
+    """A server of one's own (its own PostgreSQL too), stopped and removed at the end."""
     # Not under pytest's tmp folder: PostgreSQL runs as its own user, which must reach it.
     own = Path(tempfile.mkdtemp(prefix="stagewise-server-"))
     try:
@@ -81,3 +89,11 @@ def server():
     finally:
         Server(own, "", "", "").script("stop")
         shutil.rmtree(own, ignore_errors=True)
+
+
+@pytest.fixture
+def crashable_server():
+    """A server that a test may crash and restart: not the one other test modules (other
+    pytest workers) are using at the same time."""
+    with own_server() as started:
+        yield started

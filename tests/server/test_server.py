@@ -129,7 +129,7 @@ def test_an_unreachable_server_fails_training_in_seconds_with_one_line(project, 
     assert seconds < 10
 
 
-def test_training_outlives_the_server_and_nothing_is_lost(project, server, client, monkeypatch):
+def test_training_outlives_the_server_and_nothing_is_lost(project, crashable_server, monkeypatch):
     """The server crashes mid-training: the training goes on; a buffer that outlives the
     outage writes its metrics when the server is back; the training that ended while it was
     away keeps its model files and checkpoint, and train.resume=true completes its run."""
@@ -137,8 +137,10 @@ def test_training_outlives_the_server_and_nothing_is_lost(project, server, clien
     from pipeline.tracking.runs import MetricBuffer, Run
     from pipeline.tracking.store import open_store
 
-    client()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    server = crashable_server
+    monkeypatch.setattr(project, "tracking", server.env())  # this module's copy, into it
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
     store = open_store(Paths(project.root))
     experiment = store.experiment_id("outage")
     buffer = MetricBuffer(Run(store, store.client.create_run(experiment).info.run_id), 0.2)
