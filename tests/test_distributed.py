@@ -247,8 +247,11 @@ def stage_copy(digits_paths, tmp_path) -> ProjectCopy:
     return copy
 
 
-def test_a_dead_worker_ends_the_training_with_one_line_and_no_running_run(stage_copy):
-    command = [sys.executable, "-m", "stages.train", *TINY, "train.epochs=200", "train.devices=2"]
+def test_a_dead_worker_ends_the_training_with_one_line_and_resume_finishes_its_run(stage_copy):
+    epochs = 12  # 0.3-1 s each in 2 processes here: the kill lands well before the end
+    command = [sys.executable, "-m", "stages.train", *TINY, f"train.epochs={epochs}",
+               "train.devices=2", "train.checkpoint_every_s=0"]  # fmt: skip
+    checkpoint = Paths(stage_copy.root).checkpoint
     stage = subprocess.Popen(
         command, cwd=stage_copy.root, env=stage_copy.env(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
@@ -257,9 +260,9 @@ def test_a_dead_worker_ends_the_training_with_one_line_and_no_running_run(stage_
     while time.monotonic() < deadline and stage.poll() is None:
         workers = worker_pids(stage.pid)
         victim = workers[1] if len(workers) == 2 else None
-        if victim and has_run(Paths(stage_copy.root)):
-            break  # rank 0 opened its MLflow run: training is under way
-        time.sleep(0.5)
+        if victim and checkpoint.exists():
+            break  # an epoch is done and checkpointed: training is under way
+        time.sleep(0.2)
     assert victim, "no worker of rank 1 appeared"
     os.kill(victim, signal.SIGKILL)
     output, _ = stage.communicate(timeout=60)
@@ -270,6 +273,15 @@ def test_a_dead_worker_ends_the_training_with_one_line_and_no_running_run(stage_
     assert run.info.status in ("FAILED", "KILLED"), output
     # rank 0 saw rank 1 go; gloo words it "Connection reset by peer" or "... closed by peer"
     assert re.search(r"Connection (reset|closed) by peer", run.data.tags["error"])
+
+    resumed = stage_copy.run(*command, "train.resume=true", check=False)
+    [after] = runs_of(Paths(stage_copy.root))  # the same run, continued
+    assert after.info.run_id == run.info.run_id, resumed.stdout + resumed.stderr
+    assert after.info.status == "FINISHED", resumed.stdout + resumed.stderr
+    client = open_store(Paths(stage_copy.root)).client
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/valid_loss")]
+    assert sorted(set(steps)) == list(range(1, epochs + 1))
+    assert not checkpoint.exists()  # deleted once training finished
 
 
 def test_torchrun_starts_the_stage_without_a_second_launch(stage_copy):
