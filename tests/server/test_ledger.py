@@ -1,0 +1,121 @@
+"""One holdout ledger per team: with a tracking server, test-holdout records each evaluation
+in the server (pipeline/tracking/ledger.py), so every clone counts every clone's looks at
+the test split; the project's data/holdout_ledger.json is left alone."""
+
+import multiprocessing
+import uuid
+from dataclasses import asdict, replace
+
+import pytest
+
+from pipeline.core.errors import StagewiseError
+from pipeline.evaluate import holdout
+from pipeline.tracking import ledger
+from pipeline.tracking.store import reconnect
+from tests.conftest import compose_config
+from tests.project import TINY
+from tests.server.tracked import admin_client, server_copy
+
+pytestmark = pytest.mark.e2e
+
+CFG = compose_config()
+WARNING = "THE TEST SET HAS BEEN USED BEFORE"
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def recorded(server, test_digest: str) -> dict[str, str]:
+    """{model run id: configuration digest} of the server's ledger for a test split."""
+    store = reconnect(server.uri, None)
+    experiment = store.experiment_id(ledger.EXPERIMENT)
+    return {
+        e["run_id"]: e["config_digest"] for e in ledger.evaluations(store, experiment, test_digest)
+    }
+
+
+def test_two_clones_scoring_one_test_split_are_both_counted_and_warned(
+    server, tmp_path_factory, monkeypatch
+):
+    admin_client(server, monkeypatch)
+    first = server_copy(server, tmp_path_factory, "first")
+    second = server_copy(server, tmp_path_factory, "second")
+    second.compose(*TINY, "train.lr=0.02")  # a teammate's other configuration
+    files = [clone.json("data/holdout_ledger.json") for clone in (first, second)]
+    test_digest = first.json("data/split/report.json")["splits"]["test"]["digest"]
+    before = set(recorded(server, test_digest).values())  # a server CI shares may hold some
+
+    first.run("dvc", "repro", "--force", "--single-item", "train")  # into the server
+    first.run("dvc", "repro", "test-holdout")
+    scored = second.run("dvc", "repro", "test-holdout")  # trains its configuration, then scores
+    again = first.run("dvc", "repro", "--force", "--single-item", "test-holdout")
+
+    runs = [clone.json("models/run.json")["run_id"] for clone in (first, second)]
+    configurations = recorded(server, test_digest)
+    assert configurations[runs[0]] != configurations[runs[1]]
+    expected = len(before | {configurations[runs[0]], configurations[runs[1]]})
+    assert second.json("metrics/test.json")["test_evaluations"] == expected
+    assert first.json("metrics/test.json")["test_evaluations"] == expected
+    for result, other in ((scored, runs[0]), (again, runs[1])):  # each warned of the other
+        warned = [line for line in output(result).splitlines() if WARNING in line]
+        assert len(warned) == 1 and other[:8] in warned[0], output(result)
+    # the server is the ledger: the clones' own files are as they were
+    assert [clone.json("data/holdout_ledger.json") for clone in (first, second)] == files
+
+
+def record_after_barrier(uri: str, evaluations: list, unused, barrier) -> None:
+    shared = ledger.server_ledger(reconnect(uri, None))
+    barrier.wait()  # every process starts recording at the same moment
+    for evaluation in evaluations:
+        holdout.record_evaluation(unused, evaluation, shared)
+
+
+def test_processes_recording_at_once_lose_no_evaluation(server, monkeypatch, tmp_path):
+    # 6 processes x 2 evaluations (each its own configuration) of a test split of their own,
+    # released together
+    admin_client(server, monkeypatch)
+    test_digest, processes, per_process = uuid.uuid4().hex, 6, 2
+    evaluations = [
+        [
+            holdout.new_evaluation(
+                test_digest, replace(CFG, seed=100 * p + i), f"run-{uuid.uuid4().hex}"
+            )
+            for i in range(per_process)
+        ]
+        for p in range(processes)
+    ]
+    context = multiprocessing.get_context("fork")  # children only run the ledger code
+    barrier = context.Barrier(processes)
+    unused = tmp_path / "holdout_ledger.json"
+    jobs = [
+        context.Process(target=record_after_barrier, args=(server.uri, e, unused, barrier))
+        for e in evaluations
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=60)
+    assert [job.exitcode for job in jobs] == [0] * processes
+    configurations = recorded(server, test_digest)
+    assert sorted(configurations) == sorted(e.run_id for job in evaluations for e in job)
+    assert len(set(configurations.values())) == processes * per_process
+    assert not unused.exists()
+
+
+def test_a_teammate_who_may_not_write_the_ledger_gets_one_line(server, monkeypatch):
+    from mlflow.server import get_app_client
+
+    admin_client(server, monkeypatch)
+    store = reconnect(server.uri, None)
+    evaluation = holdout.new_evaluation(uuid.uuid4().hex, CFG, "run-of-the-admin")
+    ledger.record(store, asdict(evaluation))  # the ledger's experiment exists
+    name = f"reader-{uuid.uuid4().hex[:8]}"
+    get_app_client("basic-auth", tracking_uri=server.uri).create_user(name, "reader-pass-1234")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", name)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "reader-pass-1234")
+    theirs = replace(evaluation, run_id="run-of-the-reader")
+    with pytest.raises(StagewiseError) as refused:
+        ledger.record(store, asdict(theirs))
+    assert f"{name} needs EDIT permission" in str(refused.value)
+    assert ledger.EXPERIMENT in str(refused.value)
