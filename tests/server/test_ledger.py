@@ -2,6 +2,7 @@
 in the server (pipeline/tracking/ledger.py), so every clone counts every clone's looks at
 the test split; the project's data/holdout_ledger.json is left alone."""
 
+import logging
 import multiprocessing
 import uuid
 from dataclasses import asdict, replace
@@ -9,21 +10,19 @@ from dataclasses import asdict, replace
 import pytest
 
 from pipeline.core.errors import StagewiseError
+from pipeline.core.io import read_json
+from pipeline.core.paths import ModelFiles, Paths
 from pipeline.evaluate import holdout
 from pipeline.tracking import ledger
 from pipeline.tracking.store import reconnect
 from tests.conftest import compose_config
-from tests.project import TINY
-from tests.server.tracked import admin_client, server_copy
+from tests.project import TINY, copy_of_template
+from tests.server.tracked import admin_client
 
 pytestmark = pytest.mark.e2e
 
 CFG = compose_config()
 WARNING = "THE TEST SET HAS BEEN USED BEFORE"
-
-
-def output(result) -> str:
-    return result.stdout + result.stderr
 
 
 def recorded(server, test_digest: str) -> dict[str, str]:
@@ -36,33 +35,44 @@ def recorded(server, test_digest: str) -> dict[str, str]:
 
 
 def test_two_clones_scoring_one_test_split_are_both_counted_and_warned(
-    server, tmp_path_factory, monkeypatch
+    server, tmp_path_factory, monkeypatch, caplog
 ):
-    admin_client(server, monkeypatch)
-    first = server_copy(server, tmp_path_factory, "first")
-    second = server_copy(server, tmp_path_factory, "second")
-    second.compose(*TINY, "train.lr=0.02")  # a teammate's other configuration
+    """Two copies of the tiny pipeline run; each trains its configuration into the server and
+    scores the test split (the stages' run(), as DVC's commands would, in this process)."""
+    from stages import test_holdout, train
+
+    first, second = (Paths(copy_of_template(tmp_path_factory, n).root) for n in ("a", "b"))
+    configs = compose_config(*TINY), compose_config(*TINY, "train.lr=0.02")  # a teammate's
     for clone in (first, second):  # each clone starts with a test set nobody looked at
-        (clone.root / "data/holdout_ledger.json").unlink()
-    test_digest = first.json("data/split/report.json")["splits"]["test"]["digest"]
+        clone.holdout_ledger.unlink()
+    admin_client(server, monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    test_digest = read_json(first.split_report, "split")["splits"]["test"]["digest"]
     before = set(recorded(server, test_digest).values())  # a server CI shares may hold some
 
-    first.run("dvc", "repro", "--force", "--single-item", "train")  # into the server
-    first.run("dvc", "repro", "test-holdout")
-    scored = second.run("dvc", "repro", "test-holdout")  # trains its configuration, then scores
-    again = first.run("dvc", "repro", "--force", "--single-item", "test-holdout")
+    def score(clone: Paths, cfg) -> tuple[int, list[str]]:
+        """test-holdout in clone: (its test_evaluations, its warnings)."""
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="stagewise"):
+            test_holdout.run(cfg, clone)
+        warned = [r.getMessage() for r in caplog.records if WARNING in r.getMessage()]
+        return read_json(clone.test_metrics, "test")["test_evaluations"], warned
 
-    runs = [clone.json("models/run.json")["run_id"] for clone in (first, second)]
+    train.run(configs[0], first)
+    score(first, configs[0])
+    train.run(configs[1], second)
+    scored = score(second, configs[1])
+    again = score(first, configs[0])
+
+    runs = [read_json(ModelFiles(c.model_dir).run, "train")["run_id"] for c in (first, second)]
     configurations = recorded(server, test_digest)
     assert configurations[runs[0]] != configurations[runs[1]]
     expected = len(before | {configurations[runs[0]], configurations[runs[1]]})
-    assert second.json("metrics/test.json")["test_evaluations"] == expected
-    assert first.json("metrics/test.json")["test_evaluations"] == expected
-    for result, other in ((scored, runs[0]), (again, runs[1])):  # each warned of the other
-        warned = [line for line in output(result).splitlines() if WARNING in line]
-        assert len(warned) == 1 and other[:8] in warned[0], output(result)
+    for (evaluations, warned), other in ((scored, runs[0]), (again, runs[1])):
+        assert evaluations == expected  # 2 on a server of its own
+        assert len(warned) == 1 and other[:8] in warned[0], warned  # each warned of the other
     # the server is the ledger: the clones write no file of their own
-    assert not [c for c in (first, second) if (c.root / "data/holdout_ledger.json").exists()]
+    assert not [c for c in (first, second) if c.holdout_ledger.exists()]
 
 
 def record_after_barrier(uri: str, evaluations: list, unused, barrier) -> None:
