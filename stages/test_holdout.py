@@ -1,6 +1,7 @@
 """test-holdout: the only code that reads the test split; scores the final model once.
 
-Every evaluation is recorded in the holdout ledger; scoring another configuration on the
+Every evaluation is recorded in the holdout ledger (the tracking server's when there is
+one, else the project's data/holdout_ledger.json); scoring another configuration on the
 same test split is allowed but warned about loudly, and counted on the MLflow run. Sweeps do
 not score it at all unless eval.allow_test_sweep=true: Hydra multirun is refused, and queued
 DVC experiments write a sealed metrics/test.json.
@@ -14,6 +15,7 @@ from pipeline.core.io import read_json, write_json
 from pipeline.core.paths import Paths
 from pipeline.evaluate import holdout
 from pipeline.evaluate.scoring import describe, headline, mlflow_metrics, score_split
+from pipeline.tracking.ledger import server_ledger
 from pipeline.tracking.models import register_candidate
 from pipeline.tracking.runs import Run, trained_run
 from stages.common import entrypoint, is_multirun
@@ -28,7 +30,8 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     scored = score_split(paths, "test", cfg.eval, cfg.train.augment)
     test_digest = read_json(paths.split_report, "split")["splits"]["test"]["digest"]
     evaluation = holdout.new_evaluation(test_digest, cfg, run.id)
-    ledger, others = holdout.record_evaluation(paths.holdout_ledger, evaluation)
+    shared = server_ledger(run.store)  # a tracking server's; None: data/holdout_ledger.json
+    ledger, others = holdout.record_evaluation(paths.holdout_ledger, evaluation, shared)
     if others:
         log.warning("WARNING: %s", holdout.warning(others, test_digest))
     evaluations = holdout.configurations_evaluated(ledger, test_digest)

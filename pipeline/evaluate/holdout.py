@@ -3,9 +3,11 @@
 fastai's rule is that the test set is looked at once, at the end; each further look at it,
 with another model configuration, makes its score an optimistic one. Looking again is
 allowed, but it is recorded (data/holdout_ledger.json, tracked in git, and the MLflow run)
-and warned about loudly.
+and warned about loudly. With a tracking server the ledger is the server's instead
+(pipeline/tracking/ledger.py, handed in by the stage): one per team, not one per clone.
 """
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,17 +38,41 @@ def new_evaluation(test_digest: str, cfg: Config, run_id: str) -> Evaluation:
 def record(ledger: list[dict], evaluation: Evaluation) -> tuple[list[dict], list[dict]]:
     """(the ledger with this evaluation, earlier evaluations of other configurations on the
     same test split). Re-scoring the same run (e.g. a rerun of test-holdout) adds nothing."""
-    same_split = [e for e in ledger if e["test_digest"] == evaluation.test_digest]
-    others = [e for e in same_split if e["config_digest"] != evaluation.config_digest]
-    if any(e["run_id"] == evaluation.run_id for e in same_split):
+    others = other_configurations(ledger, evaluation)
+    if any(
+        e["test_digest"] == evaluation.test_digest and e["run_id"] == evaluation.run_id
+        for e in ledger
+    ):
         return ledger, others
     return [*ledger, asdict(evaluation)], others
 
 
-def record_evaluation(path: Path, evaluation: Evaluation) -> tuple[list[dict], list[dict]]:
+def other_configurations(ledger: list[dict], evaluation: Evaluation) -> list[dict]:
+    """The ledger's evaluations of evaluation's test split with another configuration."""
+    return [
+        e
+        for e in ledger
+        if e["test_digest"] == evaluation.test_digest
+        and e["config_digest"] != evaluation.config_digest
+    ]
+
+
+# A shared ledger (the tracking server's): records an evaluation (asdict) and returns the
+# evaluations of its test split, the new one included.
+SharedLedger = Callable[[dict[str, str]], list[dict[str, str]]]
+
+
+def record_evaluation(
+    path: Path, evaluation: Evaluation, shared: SharedLedger | None = None
+) -> tuple[list[dict], list[dict]]:
     """record() on the ledger file at path, under an exclusive lock beside it: parallel
     test-holdout runs (sweeps, several users' jobs) then add their evaluations in turn, and
-    none of them is lost. Returns what record() returns."""
+    none of them is lost. With shared, the evaluation goes there instead (the file is left
+    alone): every clone tracking into the same server counts it. Returns what record()
+    returns."""
+    if shared is not None:
+        ledger = shared(asdict(evaluation))
+        return ledger, other_configurations(ledger, evaluation)
     lock_path = path.with_name(f".{path.name}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:

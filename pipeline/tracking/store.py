@@ -74,7 +74,11 @@ class Store:
     def answers(self) -> bool:
         """Whether the store can take a write now: a local store always, a server when it
         answers within seconds (see server_answers)."""
-        return urlsplit(self.uri).scheme not in ("http", "https") or server_answers(self.uri)
+        return not self.is_server() or server_answers(self.uri)
+
+    def is_server(self) -> bool:
+        """Whether the store is a tracking server (shared), not a local database."""
+        return urlsplit(self.uri).scheme in ("http", "https")
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, creating it (as a model-training experiment) if new."""

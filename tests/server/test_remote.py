@@ -1,0 +1,122 @@
+"""The team's DVC remote (README, "Team setup: DVC remote"): what one clone pushed, a fresh
+git clone pulls, and then has nothing to reproduce, its model's run in the shared tracking
+server. A folder (local or network path) and S3-compatible storage (moto's standalone
+server) as remotes; credentials stay out of what git commits."""
+
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from tests.project import ran_stages
+from tests.server.test_server import ServerProject
+from tests.server.tracked import admin_client, server_copy
+
+pytestmark = pytest.mark.e2e
+
+BUCKET = "team"
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+    key_id: str
+    secret: str
+
+    def env(self) -> dict[str, str]:
+        """The teammate's keys, in the variables boto3 (and so DVC) reads."""
+        return {"AWS_ACCESS_KEY_ID": self.key_id, "AWS_SECRET_ACCESS_KEY": self.secret}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3-compatible server on 127.0.0.1 with an empty bucket (it takes any keys)."""
+    import boto3
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(endpoint, timeout=1)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.2)
+        keys = S3(endpoint, f"AKIA{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30))
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=keys.key_id,
+            aws_secret_access_key=keys.secret,
+            region_name="us-east-1",
+        ).create_bucket(Bucket=BUCKET)
+        yield keys
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def pushed(server, s3, tmp_path_factory) -> ServerProject:
+    """A clone whose pipeline ran against the server, committed, with the README's two
+    remotes (a folder as the default `team`, S3 as `team-s3`), pushed to both."""
+    project = server_copy(server, tmp_path_factory, "pusher")
+    project.run("dvc", "repro", "--force", "--single-item", "train")  # its run in the server
+    project.run("dvc", "repro")
+    folder = tmp_path_factory.mktemp("dvc-remote")
+    project.run("dvc", "remote", "add", "--default", "team", str(folder))
+    project.run("dvc", "remote", "add", "team-s3", f"s3://{BUCKET}/stagewise")
+    project.run("dvc", "remote", "modify", "team-s3", "endpointurl", s3.endpoint)
+    # this user's keys in .dvc/config.local (git-ignored); the teammate uses AWS_* variables
+    project.run("dvc", "remote", "modify", "--local", "team-s3", "access_key_id", s3.key_id)
+    project.run("dvc", "remote", "modify", "--local", "team-s3", "secret_access_key", s3.secret)
+    project.run("git", "add", "--all")
+    project.run("git", "commit", "-qm", "pipeline run against the team's server; remotes")
+    project.run("dvc", "push")
+    project.run("dvc", "push", "--remote", "team-s3")
+    return project
+
+
+@pytest.mark.parametrize("remote", ["team", "team-s3"])
+def test_a_fresh_clone_pulls_the_outputs_and_has_nothing_to_reproduce(
+    pushed, server, s3, remote, tmp_path_factory, monkeypatch
+):
+    root = tmp_path_factory.mktemp(f"clone-{remote}") / "project"
+    pushed.run("git", "clone", "-q", str(pushed.root), str(root))
+    clone = ServerProject(root, tracking={**server.env(), **s3.env()})
+    assert not (root / "models/model.safetensors").exists()
+    clone.run("dvc", "pull", "--remote", remote)
+    result = clone.run("dvc", "repro")
+    assert ran_stages(result.stdout) == [], result.stdout
+    assert "Data and pipelines are up to date." in result.stdout
+    run_id = clone.json("models/run.json")["run_id"]
+    assert run_id == pushed.json("models/run.json")["run_id"]
+    assert admin_client(server, monkeypatch).get_run(run_id).info.status == "FINISHED"
+
+
+def test_no_credential_is_committed(pushed, server, s3):
+    local = (pushed.root / ".dvc/config.local").read_text()
+    assert s3.secret in local  # where `dvc remote modify --local` put it
+    committed = pushed.run("git", "ls-files").stdout.split()
+    assert ".dvc/config" in committed and ".dvc/config.local" not in committed
+    for secret in (s3.key_id, s3.secret, server.password):
+        found = pushed.run("git", "grep", "-I", "-F", "-e", secret, "HEAD", check=False)
+        assert found.returncode == 1, found.stdout  # 1: no match
