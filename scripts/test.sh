@@ -10,4 +10,5 @@ ruff format --check .
 # Test files run in parallel, one file per worker at a time (their module fixtures share a
 # project copy); `-n 0` runs everything in this process. One worker more than cores: many
 # tests wait on subprocesses, servers and SLURM (with one per core, 2 cores were 1.55 busy).
-python -m pytest -n "$(($(nproc) + 1))" --dist loadfile "$@"
+# Files start in tests/conftest.py's order (FIRST), not xdist's most-tests-first.
+python -m pytest -n "$(($(nproc) + 1))" --dist loadfile --no-loadscope-reorder "$@"

@@ -10,6 +10,30 @@ from pipeline.core.config import Config
 from pipeline.core.paths import PROJECT_ROOT, Paths
 from stages.common import validated
 
+# Test files that start first, longest first, so that the parallel workers finish together:
+# one end-to-end file builds the shared pipeline template (a minute) while the others run
+# files that do not need it; the short unit-test files then fill the end. The rest keep
+# pytest's order after these.
+FIRST = (
+    "tests/e2e/test_pipeline.py",
+    "tests/e2e/test_fresh.py",
+    "tests/test_distributed.py",
+    "tests/e2e/test_experiments.py",
+    "tests/e2e/test_queued.py",
+    "tests/server/test_writers.py",
+    "tests/e2e/test_tune.py",
+    "tests/faults/test_killed_stages.py",
+    "tests/server/test_server.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(PROJECT_ROOT).as_posix()
+        return FIRST.index(path) if path in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: pytest's order within a file and among the rest
+
 
 def compose_config(*overrides: str) -> Config:
     """conf/ composed exactly as scripts/compose_params.py does, then schema-checked."""
