@@ -68,7 +68,7 @@ def train(root: Path, epochs: int, cpu_threads: int) -> dict:
     return {
         "hash": digest.hexdigest()[:12],
         "valid_loss": last.valid_loss,
-        "valid_accuracy": last.valid_accuracy,
+        "valid_accuracy": last.value("valid_accuracy"),
         # the first epoch pays for lazy initialisation
         "epoch_s": statistics.median(r.epoch_seconds for r in state.history[1:]),
         "threads": torch.get_num_threads(),

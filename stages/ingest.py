@@ -6,20 +6,23 @@ from pipeline.core.config import Config
 from pipeline.core.io import atomic_write, write_json
 from pipeline.core.paths import Paths
 from pipeline.data.ingest import ingest
+from pipeline.tasks.kinds import task_kind
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
 
 
 def run(cfg: Config, paths: Paths = Paths()) -> None:
-    result = ingest(cfg.data, paths.images)
+    kind = task_kind(cfg.task)
+    result = ingest(cfg.data, paths.images, kind)
     atomic_write(paths.manifest, lambda tmp: result.manifest.to_parquet(tmp, index=False))
     write_json(paths.ingest_report, result.report)
     report = result.report
     log.info(
-        "ingested %d images of %d classes (%d files or table rows skipped, with reasons in %s)",
+        "ingested %d images, %d %s (%d files or table rows skipped, with reasons in %s)",
         report["images"],
-        len(report["classes"]),
+        len(report[kind.counts_key]),
+        kind.counts_key,
         len(report["bad_files"]),
         paths.ingest_report,
     )

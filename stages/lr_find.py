@@ -28,7 +28,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> float:
     learner = create_learner(cfg, paths, partial(run_model_files, paths))
     found = lr_find(
         learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed,
-        pretrained=bool(cfg.model.weights),
+        pretrained=bool(cfg.model.weights), head=learner.head,
     )  # fmt: skip
     write_csv(
         paths.lr_find_curve,

@@ -7,6 +7,7 @@ from pipeline.core.io import atomic_write, write_json
 from pipeline.core.paths import Paths
 from pipeline.data.split import assign_splits, enforce_leakage, split_report
 from pipeline.data.store import load_manifest
+from pipeline.tasks.kinds import task_kind
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
@@ -14,8 +15,9 @@ log = logging.getLogger("stagewise")
 
 def run(cfg: Config, paths: Paths = Paths()) -> None:
     manifest = load_manifest(paths.manifest)
-    split = assign_splits(manifest, cfg.split)
-    report = split_report(manifest, split, cfg.split)
+    kind = task_kind(cfg.task)
+    split = assign_splits(manifest, cfg.split, kind)
+    report = split_report(manifest, split, cfg.split, kind)
     enforce_leakage(report["leakage"], cfg.split.leakage)
     atomic_write(paths.split, lambda tmp: split.to_parquet(tmp, index=False))
     write_json(paths.split_report, report)

@@ -14,7 +14,8 @@ from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json, write_json
 from pipeline.core.paths import Paths
 from pipeline.evaluate import holdout
-from pipeline.evaluate.scoring import describe, headline, mlflow_metrics, score_split
+from pipeline.evaluate.scoring import headline, score_split
+from pipeline.tasks.kinds import task_kind
 from pipeline.tracking.ledger import server_ledger
 from pipeline.tracking.models import register_candidate
 from pipeline.tracking.runs import Run, trained_run
@@ -36,13 +37,15 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
         log.warning("WARNING: %s", holdout.warning(others, test_digest))
     evaluations = holdout.configurations_evaluated(ledger, test_digest)
     write_json(paths.test_metrics, {**headline(scored.metrics), "test_evaluations": evaluations})
-    metrics = {**mlflow_metrics(scored), "test_evaluations": evaluations}
+    metrics = {**scored.report.mlflow_metrics(scored), "test_evaluations": evaluations}
     run.log_metrics(metrics, run_info["epochs"])
     tags = {"test_holdout.used": "true", "test_holdout.split_digest": test_digest}
     run.set_tags({**tags, "test_holdout.evaluations": evaluations})
     run.log_split_inputs(paths, {"test": "testing"})
-    log.info(describe(scored))
-    if cfg.eval.register_as and scored.metrics["accuracy"] >= cfg.eval.register_min_accuracy:
+    for line in scored.report.describe(scored):
+        log.info(line)
+    gate = task_kind(scored.spec.task).gate_metric  # accuracy for one class per image
+    if cfg.eval.register_as and scored.metrics[gate] >= cfg.eval.register_min_accuracy:
         version = register_candidate(run, run_info["model_uri"], cfg.eval.register_as, metrics)
         log.info("registered as %s version %s, alias candidate", cfg.eval.register_as, version)
     return scored.metrics

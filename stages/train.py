@@ -7,8 +7,7 @@ folder, so a sweep never overwrites the pipeline's tracked outputs.
 import logging
 from functools import partial
 
-from pipeline.core.config import Config, Monitor, config_digest, to_dict
-from pipeline.core.errors import StagewiseError
+from pipeline.core.config import Config, config_digest, to_dict
 from pipeline.core.io import write_csv, write_json
 from pipeline.core.paths import ModelFiles, Paths
 from pipeline.data.decode import encode_png
@@ -16,6 +15,7 @@ from pipeline.model.device import device_tags, select_device
 from pipeline.model.inference import Classifier
 from pipeline.model.networks import save_model
 from pipeline.model.predict import predict_files
+from pipeline.tasks.kinds import task_kind
 from pipeline.tracking.models import log_model, run_model_files
 from pipeline.tracking.runs import MetricBuffer, Run, curve_name, end_abandoned_run, training_run
 from pipeline.tracking.store import check_reachable
@@ -59,6 +59,7 @@ def train(
 ) -> float | None:
     """One process's training: rank 0 writes the outputs and the MLflow run, the other ranks
     (when train.devices > 1) train in step with it and write nothing."""
+    check_metrics(cfg)
     if is_main_process():
         check_reachable(paths)  # before minutes of work, not after them
     learner = create_learner(cfg, paths, partial(run_model_files, paths))
@@ -71,7 +72,7 @@ def train(
     resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
     fit_model = partial(
         fit, learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,
-        pretrained=bool(cfg.model.weights), resume=resume,
+        pretrained=bool(cfg.model.weights), resume=resume, head=learner.head,
     )  # fmt: skip
     if not is_main_process():
         fit_model()
@@ -108,7 +109,8 @@ def train(
         # The kept epoch's numbers as the run's final metrics (the curves are epoch/...):
         # what sweeps and compare rank runs by, as the sweeper's objective does.
         kept_result = state.history[kept - 1]
-        run.log_metrics({m: getattr(kept_result, m) for m in Monitor}, state.epoch)
+        kind = task_kind(cfg.task)
+        run.log_metrics({m: kept_result.value(m) for m in kind.monitors}, state.epoch)
         info = {"run_id": run.id, "model_uri": model_uri, "epochs": state.epoch}
         write_json(files.run, {**info, "ui_route": run.ui_route()})
         write_history(out, state.history, kept)
@@ -134,15 +136,14 @@ def end_checkpoint_run(paths: Paths, out: Paths) -> None:
 
 def objective(result: EpochResult, metric: str) -> float:
     """What a sweeper optimizes: compare.metric of the kept epoch (e.g. valid_error_rate)."""
-    check_objective(metric)
-    return getattr(result, metric)
+    return result.value(metric)
 
 
-def check_objective(metric: str) -> None:
-    if metric not in list(Monitor):
-        raise StagewiseError(
-            f"compare.metric={metric!r}: a sweep can optimize {', '.join(Monitor)}"
-        )
+def check_metrics(cfg: Config) -> None:
+    """The metrics a sweep optimizes and early stopping watches are the task's epoch metrics."""
+    kind = task_kind(cfg.task)
+    kind.check_monitor("compare.metric", cfg.compare.metric)
+    kind.check_monitor("train.early_stopping.monitor", cfg.train.early_stopping.monitor)
 
 
 def callbacks(
@@ -180,7 +181,7 @@ def relog_lost_epochs(run: Run, history: list[dict], epochs: MetricBuffer) -> No
 
 def sanity_check(cfg: Config, learner: Learner) -> None:
     losses = overfit_one_batch(
-        learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed
+        learner.model, learner.train, cfg.train, learner.normalizer, cfg.seed, head=learner.head
     )
     log.info(
         "sanity check passed: %s overfit one batch, loss %.3f -> %.4f in %d steps; "

@@ -68,7 +68,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> float | None:
 
 def check(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
     """What would fail a trial, refused before the first one."""
-    train.check_objective(cfg.compare.metric)
+    train.check_metrics(cfg)
     if cfg.tune.trials < 1:
         raise StagewiseError(f"tune.trials={cfg.tune.trials}: run at least one trial")
     if cfg.train.overfit_one_batch or (

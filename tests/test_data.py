@@ -8,7 +8,8 @@ import pytest
 from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import Paths
 from pipeline.data.ingest import ingest
-from pipeline.data.store import class_names, load_images, load_manifest
+from pipeline.data.store import load_images, load_manifest
+from pipeline.tasks.kinds import SingleLabel
 from tests.conftest import compose_config, write_image_folder
 
 
@@ -18,7 +19,7 @@ def test_digits_are_ingested_as_uint8_images(digits_paths: Paths):
     assert images.shape == (1797, 8, 8, 1) and images.dtype == np.uint8
     assert images.max() == 255 and images.min() == 0  # 0..16 stretched to the full range
     assert len(manifest) == 1797 and manifest["id"].is_unique
-    assert class_names(manifest) == [str(d) for d in range(10)]
+    assert SingleLabel().names(manifest["label"]) == [str(d) for d in range(10)]
     assert list(manifest["index"]) == list(range(1797))
     report = json.loads(digits_paths.ingest_report.read_text())
     assert report["images"] == 1797 and report["bad_files"] == []

@@ -198,7 +198,8 @@ def test_layer_groups_hold_every_parameter_once_with_the_head_last():
 
 
 def result(epoch: int, train_loss: float, valid_loss: float) -> EpochResult:
-    return EpochResult(epoch, train_loss, valid_loss, 1 - valid_loss, valid_loss, 0.1, 1.0)
+    scores = {"valid_accuracy": 1 - valid_loss, "valid_error_rate": valid_loss}
+    return EpochResult(epoch, train_loss, valid_loss, scores, 0.1, 1.0)
 
 
 def test_early_stopping_stops_when_the_monitor_stalls_and_keep_best_restores_the_best_epoch():

@@ -16,6 +16,15 @@ from enum import Enum, StrEnum
 from typing import Any
 
 
+class Task(StrEnum):
+    """What a model predicts per image (pipeline.tasks): one class, a set of labels (possibly
+    empty), or numbers."""
+
+    single_label = "single_label"
+    multilabel = "multilabel"
+    regression = "regression"
+
+
 class Source(StrEnum):
     """Where the images come from (pipeline.data.sources)."""
 
@@ -88,15 +97,6 @@ class DataLoading(StrEnum):
     stream = "stream"  # per batch from the memory-mapped array store, by loader workers
 
 
-class Monitor(StrEnum):
-    """The epoch metrics early stopping (and a sweep) can watch."""
-
-    train_loss = "train_loss"
-    valid_loss = "valid_loss"
-    valid_accuracy = "valid_accuracy"
-    valid_error_rate = "valid_error_rate"
-
-
 @dataclass
 class DataConfig:
     source: Source
@@ -104,6 +104,8 @@ class DataConfig:
     table: str | None
     label: Label
     label_regex: str | None
+    label_delimiter: str  # task=multilabel: between the labels of one cell or folder name
+    targets: list[str] | None  # task=regression: the table's numeric target columns
     split_folders: bool
     allow_outside_root: bool
     extensions: list[str]
@@ -136,6 +138,9 @@ class ModelConfig:
     # null, torchvision's named weights (DEFAULT, IMAGENET1K_V1, ...), a local file
     # (.safetensors or a state dict) or runs:/<run id> of an earlier training run.
     weights: str | None
+    # task=regression: [low, high] in the targets' units; the output is squashed into it
+    # with a scaled sigmoid (fastai's y_range). null = unbounded.
+    y_range: list[float] | None
 
 
 @dataclass
@@ -158,7 +163,7 @@ class FineTuneConfig:
 
 @dataclass
 class EarlyStoppingConfig:
-    monitor: Monitor
+    monitor: str  # an epoch metric of the task (pipeline.tasks.kinds checks it)
     patience: int
     keep_best: bool
 
@@ -207,6 +212,8 @@ class EvalConfig:
     register_as: str | None
     register_min_accuracy: float
     tta: int
+    threshold: float  # task=multilabel: a label is predicted when its probability reaches it
+    choose_threshold: bool
 
 
 @dataclass
@@ -262,6 +269,7 @@ class TrackingConfig:
 
 @dataclass
 class Config:
+    task: Task
     data: DataConfig
     split: SplitConfig
     model: ModelConfig
@@ -275,7 +283,7 @@ class Config:
     seed: int
 
 
-DEFINING = ("data", "split", "model", "train", "seed")
+DEFINING = ("task", "data", "split", "model", "train", "seed")
 
 
 def to_dict(cfg: Config) -> dict:

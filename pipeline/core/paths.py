@@ -79,20 +79,9 @@ class Paths:
         return self.root / "metrics/valid.json"
 
     @property
-    def valid_confusion(self) -> Path:
-        return self.root / "plots/valid/confusion.csv"
-
-    @property
-    def valid_per_class(self) -> Path:
-        return self.root / "plots/valid/per_class.csv"
-
-    @property
-    def valid_top_losses(self) -> Path:
-        return self.root / "plots/valid/top_losses.csv"
-
-    @property
-    def valid_most_confused(self) -> Path:
-        return self.root / "plots/valid/most_confused.csv"
+    def valid_plots(self) -> Path:
+        """evaluate's tables (pipeline.tasks.reports names them per task)."""
+        return self.root / "plots/valid"
 
     @property
     def test_metrics(self) -> Path:

@@ -28,6 +28,7 @@ from pipeline.data.decode import (
 )
 from pipeline.data.sources import Item, list_items, path_text
 from pipeline.data.store import StoreWriter
+from pipeline.tasks.kinds import SingleLabel, TaskKind
 
 MANIFEST_COLUMNS = [
     "id", "path", "index", "label", "group", "time", "folder_split", "sha256", "height", "width", "mode",
@@ -89,10 +90,10 @@ def decode_all(items: list[Item], settings: DecodeSettings) -> Iterator[tuple[De
         yield from pool.imap(task, items, chunksize=16)
 
 
-def ingest(cfg: DataConfig, images_path: Path) -> Ingested:
+def ingest(cfg: DataConfig, images_path: Path, kind: TaskKind = SingleLabel()) -> Ingested:
     """Decode every item into images_path (a .npy array store) and return the manifest."""
     check_data_config(cfg)
-    listing = list_items(cfg)
+    listing = list_items(cfg, kind)
     items = listing.items
     settings = DecodeSettings(
         cfg.image_size, cfg.channels, cfg.resize, tuple(cfg.background), cfg.max_pixels
@@ -103,9 +104,10 @@ def ingest(cfg: DataConfig, images_path: Path) -> Ingested:
         bad = listing.rejected + bad
         check_bad_share(len(bad), len(items) + len(listing.rejected), cfg.max_bad_fraction)
         check_duplicates(duplicates, cfg.duplicates)
-        check_classes(manifest)
+        check_labels(manifest, kind)
         store.finish()
-    return Ingested(manifest=manifest, report=ingest_report(cfg, manifest, bad, duplicates))
+    report = ingest_report(cfg, manifest, bad, duplicates, kind)
+    return Ingested(manifest=manifest, report=report)
 
 
 def decode_into(
@@ -133,15 +135,13 @@ def decode_into(
 
 
 def ingest_report(
-    cfg: DataConfig, manifest: pd.DataFrame, bad: list[dict], duplicates: dict
+    cfg: DataConfig, manifest: pd.DataFrame, bad: list[dict], duplicates: dict, kind: TaskKind
 ) -> dict:
     return {
         "source": cfg.source,
         "images": len(manifest),
         "image_shape": [cfg.image_size, cfg.image_size, cfg.channels],
-        "classes": {
-            str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()
-        },
+        kind.counts_key: kind.counts(manifest["label"]),
         "original_modes": dict(sorted(Counter(manifest["mode"]).items())),
         "bad_files": sorted(bad, key=lambda entry: entry["id"]),
         "duplicates": [
@@ -169,12 +169,9 @@ def check_duplicates(duplicates: dict[str, list[str]], policy: str) -> None:
         )
 
 
-def check_classes(manifest: pd.DataFrame) -> None:
+def check_labels(manifest: pd.DataFrame, kind: TaskKind) -> None:
     if manifest.empty:
         raise StagewiseError(
             "ingest: no image could be decoded; check data.root and the files in it"
         )
-    if manifest["label"].nunique() < 2:
-        raise StagewiseError(
-            f"ingest: only one class ({manifest['label'].iloc[0]!r}) found; a classifier needs at least two"
-        )
+    kind.check(manifest["label"])

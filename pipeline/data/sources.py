@@ -13,7 +13,6 @@ that is not UTF-8 is kept with its odd bytes written as \\xNN.
 """
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 from pipeline.core.config import DataConfig, Label, Source
 from pipeline.core.errors import StagewiseError
+from pipeline.tasks.kinds import MISSING_LABELS, SingleLabel, TaskKind, compiled
 
 SPLIT_FOLDERS = ("train", "valid", "test")
 
@@ -31,7 +31,7 @@ class Item:
     """One candidate image, before decoding."""
 
     id: str
-    label: str
+    label: str | list  # a class name; a list of labels or of target values (pipeline.tasks.kinds)
     path: Path | None = None
     pixels: np.ndarray | None = None  # sources that ship arrays instead of files
     group: str | None = None
@@ -46,14 +46,14 @@ class Listing:
     rejected: list[dict]  # {"id", "reason"[, "row"]}: files or table rows that were refused
 
 
-def list_items(cfg: DataConfig) -> Listing:
-    """All candidate images of the configured source, sorted by id."""
+def list_items(cfg: DataConfig, kind: TaskKind = SingleLabel()) -> Listing:
+    """All candidate images of the configured source, labelled for the task, sorted by id."""
     if cfg.source == Source.digits:
-        listing = Listing(digits_items(), [])
+        listing = Listing(digits_items(kind), [])
     elif cfg.source == Source.folder:
-        listing = folder_items(cfg)
+        listing = folder_items(cfg, kind)
     else:
-        listing = table_items(cfg)
+        listing = table_items(cfg, kind)
     items = sorted(listing.items, key=lambda item: item.id)
     if repeat := first_repeat([item.id for item in items]):
         raise StagewiseError(
@@ -79,9 +79,14 @@ def path_text(path: os.PathLike | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def digits_items() -> list[Item]:
+def digits_items(kind: TaskKind) -> list[Item]:
     from sklearn.datasets import load_digits  # ~1 s to import: only for this source
 
+    if not isinstance(kind, SingleLabel):
+        raise StagewiseError(
+            f"data=digits has one class per image: task={kind.task} needs data=table or "
+            "data=folder (python -m pipeline.data.examples writes example tables)"
+        )
     digits = load_digits()
     # Pixel values are 0..16; stretch them to the full 0..255 range of a uint8 image.
     pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)
@@ -105,20 +110,11 @@ def existing_root(cfg: DataConfig) -> Path:
 
 
 def labeller(cfg: DataConfig):
-    """A function (relative path, table label or None) -> label, raising ValueError if none."""
+    """A function (relative path, table row or None) -> class name, raising ValueError if none."""
     if cfg.label == Label.regex:
-        if not cfg.label_regex:
-            raise StagewiseError(
-                "data.label=regex needs data.label_regex, e.g. '^(.+)_\\d+\\.jpg$'"
-            )
-        try:
-            pattern = re.compile(cfg.label_regex)
-        except re.error as e:
-            raise StagewiseError(
-                f"data.label_regex={cfg.label_regex!r} is not a valid regex: {e}"
-            ) from None
+        pattern = compiled(cfg.label_regex)
 
-        def by_regex(path: Path, _: str | None) -> str:
+        def by_regex(path: Path, _: dict | None) -> str:
             match = pattern.search(path.name)
             if pattern.groups == 0:
                 return str(match is not None)  # a boolean label, like fastai's is_cat
@@ -134,7 +130,7 @@ def labeller(cfg: DataConfig):
             raise StagewiseError("data.label=column needs data.source=table")
         return column_label
 
-    def by_parent(path: Path, _: str | None) -> str:
+    def by_parent(path: Path, _: dict | None) -> str:
         if len(path.parts) < 2:
             raise ValueError(
                 "not in a class folder (data.label=parent labels by the parent folder)"
@@ -144,20 +140,17 @@ def labeller(cfg: DataConfig):
     return by_parent
 
 
-# What a missing value becomes when a tool writes a label column as text (str(nan), str(None)).
-MISSING_LABELS = {"", "nan", "NaN", "None"}
-
-
-def column_label(_: Path, value: object) -> str:
+def column_label(_: Path, row: dict | None) -> str:
     """The table's label cell; an empty or missing one leaves the row unlabelled."""
+    value = row.get("label")
     if value is None or pd.isna(value) or str(value).strip() in MISSING_LABELS:
         raise ValueError("no label: the label column is empty")
     return str(value)
 
 
-def folder_items(cfg: DataConfig) -> Listing:
+def folder_items(cfg: DataConfig, kind: TaskKind) -> Listing:
     root = existing_root(cfg)
-    label_of = labeller(cfg)
+    label_of = kind.labeller(cfg, lambda: labeller(cfg))
     suffixes = {ext.lower() for ext in cfg.extensions}
     items, rejected = [], []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()):
@@ -197,7 +190,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise StagewiseError(f"data.table={path}: cannot read it as a table ({e})") from None
 
 
-def table_items(cfg: DataConfig) -> Listing:
+def table_items(cfg: DataConfig, kind: TaskKind) -> Listing:
     """Rows of path,label[,group][,time]; relative paths resolve against data.root
     (default: the table's own folder) and must stay inside it, symlinks resolved, unless
     data.allow_outside_root. Rows are numbered from 1, the header not counted."""
@@ -207,11 +200,12 @@ def table_items(cfg: DataConfig) -> Listing:
         )
     table_path = Path(cfg.table).expanduser()
     table = read_table(table_path)
-    needed = {"path"} | ({"label"} if cfg.label == Label.column else set())
+    label_of = kind.labeller(cfg, lambda: labeller(cfg))
+    needed = {"path"} | kind.table_columns(cfg)
     if missing := needed - set(table.columns):
         raise StagewiseError(
             f"data.table={cfg.table}: missing column(s) {', '.join(sorted(missing))}; "
-            "expected path,label[,group][,time]"
+            f"expected {','.join(['path', *sorted(needed - {'path'})])}[,group][,time]"
         )
     ids = [Path(str(path)).as_posix() for path in table["path"]]
     if repeat := first_repeat(ids):
@@ -227,7 +221,6 @@ def table_items(cfg: DataConfig) -> Listing:
         f"outside {'data.root' if cfg.root else 'the table folder'} {root}; "
         "set data.allow_outside_root=true to read it"
     )
-    label_of = labeller(cfg)
     items, rejected = [], []
     rows = zip(ids, table.to_dict("records"), times, strict=True)
     for number, (item_id, row, time) in enumerate(rows, start=1):
@@ -235,7 +228,7 @@ def table_items(cfg: DataConfig) -> Listing:
         try:
             if not (cfg.allow_outside_root or is_inside(path, real_root)):
                 raise ValueError(outside)
-            label = label_of(Path(item_id), row.get("label"))
+            label = label_of(Path(item_id), row)
         except ValueError as e:
             rejected.append({"id": item_id, "row": number, "reason": str(e)})
             continue

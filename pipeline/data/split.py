@@ -1,7 +1,9 @@
 """Split strategies: which images train, which validate, which are held out for the test.
 
-The split is stratified and seeded: every class keeps its share in every split, and the same
-ids + seed always give the same assignment, whatever order the rows arrive in.
+The split is stratified and seeded: every class keeps its share in every split (every label
+too, as far as the label sets allow, for multi-label data; regression targets are not
+stratified), and the same ids + seed always give the same assignment, whatever order the
+rows arrive in.
 """
 
 import hashlib
@@ -17,7 +19,8 @@ import pandas as pd
 from pipeline.core.config import SplitConfig, Strategy
 from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import Paths
-from pipeline.data.store import class_names, load_images, load_manifest
+from pipeline.data.store import load_images, load_manifest
+from pipeline.tasks.kinds import SingleLabel, Stratify, TaskKind
 
 SPLITS = ("train", "valid", "test")
 # What split.time_unit reads the table's time column as (auto: iso, or s/ms by magnitude).
@@ -73,22 +76,30 @@ def check_class_sizes(labels: pd.Series, valid_pct: float, test_pct: float) -> N
         )
 
 
-def assign_splits(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+def assign_splits(
+    manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind = SingleLabel()
+) -> pd.DataFrame:
     """The configured strategy's split: a frame with columns id, split, sorted by id."""
     check_split_config(cfg)
-    strategies = {
-        "random": random_split,
-        "group": group_split,
-        "time": time_split,
-        "folder": folder_split,
-        "list": list_split,
-    }
-    split = strategies[cfg.strategy](manifest, cfg).sort_values("id", ignore_index=True)
-    check_classes_train(manifest, split)
+    if cfg.strategy == Strategy.random:
+        randoms = {
+            Stratify.classes: random_split,
+            Stratify.label_sets: label_sets_split,
+            Stratify.none: shuffled_split,
+        }
+        split = randoms[kind.stratify](manifest, cfg, kind)
+    elif cfg.strategy == Strategy.group:
+        split = group_split(manifest, cfg, kind)
+    else:
+        strategies = {"time": time_split, "folder": folder_split, "list": list_split}
+        split = strategies[cfg.strategy](manifest, cfg)
+    split = split.sort_values("id", ignore_index=True)
+    if kind.stratify != Stratify.none:
+        check_classes_train(manifest, split, kind)
     return split
 
 
-def random_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+def random_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -> pd.DataFrame:
     """Seeded stratified split: each class keeps its share in each split."""
     check_class_sizes(manifest["label"], cfg.valid_pct, cfg.test_pct)
     rng = np.random.default_rng(cfg.seed)
@@ -101,6 +112,39 @@ def random_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
             pd.DataFrame({"id": group["id"].to_numpy(), "split": rng.permutation(names)})
         )
     return pd.concat(assigned)
+
+
+def shuffled_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -> pd.DataFrame:
+    """Seeded random split, not stratified (regression targets have no classes)."""
+    ids = np.sort(manifest["id"].to_numpy())
+    n_train, n_valid, n_test = split_sizes(len(ids), cfg.valid_pct, cfg.test_pct)
+    names = np.repeat(SPLITS, [n_train, n_valid, n_test])
+    return pd.DataFrame({"id": ids, "split": np.random.default_rng(cfg.seed).permutation(names)})
+
+
+def label_sets_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -> pd.DataFrame:
+    """Seeded iterative stratification (Sechidis et al. 2011, the iterative-stratification
+    package): each label keeps its share in each split as far as the label sets allow. The
+    test images are drawn first, then the valid ones from the rest."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    rows = manifest.sort_values("id")
+    matrix = kind.indicator(rows["label"], kind.names(rows["label"]))
+    split = np.full(len(rows), "train", dtype=object)
+    seed = cfg.seed
+    rest = np.arange(len(rows))
+    for name, pct in (("test", cfg.test_pct), ("valid", cfg.valid_pct / (1 - cfg.test_pct))):
+        if pct <= 0:
+            continue
+        n_out = max(1, math.floor(len(rest) * pct + 0.5))
+        splitter = MultilabelStratifiedShuffleSplit(
+            n_splits=1, test_size=n_out, random_state=seed
+        )
+        _, out = next(splitter.split(np.zeros(len(rest)), matrix[rest]))
+        split[rest[out]] = name
+        rest = np.setdiff1d(rest, rest[out])
+        seed += 1
+    return pd.DataFrame({"id": rows["id"].to_numpy(), "split": split})
 
 
 def group_labels(manifest: pd.DataFrame, regex: str | None) -> pd.Series:
@@ -126,11 +170,12 @@ def group_labels(manifest: pd.DataFrame, regex: str | None) -> pd.Series:
     return groups
 
 
-def group_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """Whole groups to one split, stratified by class (see assign_groups)."""
+def group_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -> pd.DataFrame:
+    """Whole groups to one split, stratified by class or label (see assign_groups)."""
     groups = group_labels(manifest, cfg.group_regex)
-    # groups x classes image counts, rows and columns sorted: the same whatever the row order
-    counts = pd.crosstab(groups.to_numpy(), manifest["label"].to_numpy())
+    # groups x classes image counts, groups sorted: the same whatever the row order
+    matrix = kind.indicator(manifest["label"], kind.names(manifest["label"]))
+    counts = pd.DataFrame(matrix, index=groups.to_numpy()).groupby(level=0).sum()
     if len(counts) < 2 + (cfg.test_pct > 0):
         raise StagewiseError(
             f"split=group: only {len(counts)} group(s); need one per split at least"
@@ -275,19 +320,21 @@ def list_split(manifest: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     return merged
 
 
-def check_classes_train(manifest: pd.DataFrame, split: pd.DataFrame) -> None:
-    """Every class must have training images; a class missing from valid or test is reported."""
+def check_classes_train(manifest: pd.DataFrame, split: pd.DataFrame, kind: TaskKind) -> None:
+    """Every class (label) must have training images; one missing from valid or test is
+    reported."""
     joined = manifest[["id", "label"]].merge(split, on="id")
-    present = joined.groupby("split")["label"].unique()
-    classes = set(manifest["label"])
-    untrained = sorted(classes - set(present.get("train", [])))
+    names = kind.names(joined["label"])
+    present = pd.DataFrame(kind.indicator(joined["label"], names), columns=names)
+    in_split = present.groupby(joined["split"].to_numpy()).sum() > 0
+    untrained = [n for n in names if "train" not in in_split.index or not in_split.at["train", n]]
     if untrained:
         raise StagewiseError(
             f"split: class(es) {untrained} have no training images under split.strategy; "
             "add images or choose another split"
         )
     for name in ("valid", "test"):
-        if name in present and (absent := sorted(classes - set(present[name]))):
+        if name in in_split.index and (absent := [n for n in names if not in_split.at[name, n]]):
             log.warning("split: class(es) %s have no %s images", absent, name)
 
 
@@ -344,27 +391,29 @@ def ids_digest(ids: pd.Series) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
-def split_report(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) -> dict:
+def split_report(
+    manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig, kind: TaskKind = SingleLabel()
+) -> dict:
     """Counts per split and class, a digest of each split's ids, the groups of each class in
     each split (when groups are known), the time unit and range of a time split, and the
     leakage checks."""
     joined = manifest.merge(split, on="id", validate="one_to_one")
-    counts = joined.groupby(["split", "label"]).size()
     groups = known_groups(joined, cfg)
+    in_split = {name: joined["split"] == name for name in SPLITS}
     report = {
         "strategy": cfg.strategy,
         "seed": cfg.seed,
         "splits": {
             name: {
-                "images": int((joined["split"] == name).sum()),
-                "classes": {str(k): int(v) for k, v in counts.get(name, pd.Series()).items()},
-                "digest": ids_digest(joined.loc[joined["split"] == name, "id"]),
+                "images": int(rows.sum()),
+                kind.counts_key: kind.counts(joined.loc[rows, "label"]) if rows.any() else {},
+                "digest": ids_digest(joined.loc[rows, "id"]),
             }
-            for name in SPLITS
+            for name, rows in in_split.items()
         },
     }
     if groups is not None:
-        for name, per_class in groups_per_class(joined, groups).items():
+        for name, per_class in groups_per_class(joined, groups, kind).items():
             report["splits"][name]["groups"] = per_class
     if cfg.strategy == "time":
         report["time"] = time_ranges(joined, cfg.time_unit)
@@ -372,12 +421,20 @@ def split_report(manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig) 
     return report
 
 
-def groups_per_class(joined: pd.DataFrame, groups: pd.Series) -> dict[str, dict[str, list[str]]]:
-    """{split: {class: sorted group names}} of a manifest joined with its split."""
-    found = joined.assign(group=groups.to_numpy()).groupby(["split", "label"])["group"]
+def groups_per_class(
+    joined: pd.DataFrame, groups: pd.Series, kind: TaskKind
+) -> dict[str, dict[str, list[str]]]:
+    """{split: {class or label: sorted group names}} of a manifest joined with its split
+    (regression: {target: groups}, every image counting for every target)."""
+    names = kind.names(joined["label"])
+    matrix = kind.indicator(joined["label"], names) > 0
+    group_of = groups.to_numpy()
     per_class: dict[str, dict[str, list[str]]] = {name: {} for name in SPLITS}
-    for (name, label), names in found.unique().items():
-        per_class[name][str(label)] = sorted(map(str, names))
+    for name in SPLITS:
+        in_split = (joined["split"] == name).to_numpy()
+        for column, label in enumerate(names):
+            if (hit := in_split & matrix[:, column]).any():
+                per_class[name][str(label)] = sorted(map(str, set(group_of[hit])))
     return per_class
 
 
@@ -417,7 +474,7 @@ class SplitRows:
 
     ids: np.ndarray
     rows: np.ndarray  # indices into the array store, in id order
-    targets: np.ndarray  # class indices into `classes`
+    targets: np.ndarray  # kind.encode: class indices into `classes`, a label matrix, or values
     classes: list[str]
     store: Path  # the .npy array store
     image_shape: tuple[int, ...]  # H x W x C
@@ -436,32 +493,31 @@ class SplitRows:
 class SplitImages:
     ids: np.ndarray
     images: np.ndarray  # N x H x W x C uint8, in memory
-    targets: np.ndarray  # class indices into `classes`
+    targets: np.ndarray  # kind.encode: class indices into `classes`, a label matrix, or values
     classes: list[str]
 
 
-def load_split_rows(paths: Paths, name: str) -> SplitRows:
+def load_split_rows(paths: Paths, name: str, kind: TaskKind = SingleLabel()) -> SplitRows:
     """Where the images of one split (train, valid or test) are in the array store, and their
-    class indices, in id order.
+    targets (class indices, label matrix or target values: kind.encode), in id order.
 
     Only test-holdout may ask for "test": the holdout is used once, at the end.
     """
     manifest = load_manifest(paths.manifest)
     split = load_split_table(paths.split)
-    classes = class_names(manifest)
+    classes = kind.names(manifest["label"])
     rows = manifest.set_index("index").loc[split_indices(manifest, split, name)]
-    lookup = {label: i for i, label in enumerate(classes)}
     return SplitRows(
         ids=rows["id"].to_numpy(),
         rows=rows.index.to_numpy(),
-        targets=rows["label"].map(lookup).to_numpy(dtype=np.int64),
+        targets=kind.encode(rows["label"], classes),
         classes=classes,
         store=paths.images,
         image_shape=tuple(load_images(paths.images).shape[1:]),
     )
 
 
-def load_split_images(paths: Paths, name: str) -> SplitImages:
-    """The images (in memory) and class indices of one split, in id order."""
-    rows = load_split_rows(paths, name)
+def load_split_images(paths: Paths, name: str, kind: TaskKind = SingleLabel()) -> SplitImages:
+    """The images (in memory) and targets of one split, in id order."""
+    rows = load_split_rows(paths, name, kind)
     return SplitImages(ids=rows.ids, images=rows.read(), targets=rows.targets, classes=rows.classes)

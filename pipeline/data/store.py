@@ -33,11 +33,6 @@ def iter_chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def class_names(manifest: pd.DataFrame) -> list[str]:
-    """The classes in a fixed order: a model's output i is class_names(...)[i]."""
-    return sorted(manifest["label"].unique())
-
-
 class StoreWriter:
     """Appends equally-shaped uint8 images to a .npy array store, streaming.
 

@@ -102,3 +102,97 @@ def most_confused(
         {"actual": classes[i], "predicted": classes[j], "count": int(n)}
         for n, i, j in sorted(pairs, key=lambda pair: (-pair[0], pair[1], pair[2]))
     ]
+
+
+def multilabel_metrics(
+    actual: np.ndarray, proba: np.ndarray, labels: list[str], threshold: float
+) -> dict:
+    """Several labels per image (actual: N x labels of 0/1; proba: their probabilities):
+    fastai's accuracy_multi (the share of image-label pairs right at the threshold, i.e.
+    1 - hamming loss), precision/recall/F1 averaged over images (samples), labels (macro) and
+    pairs (micro), ROC-AUC per label, and the mean binary cross-entropy.
+
+    An image with no label that is predicted to have none scores 1 (zero_division=1 for the
+    samples average); a label never predicted has precision 0 (zero_division=0). ROC-AUC is
+    left out for a label that is on (or off) for every image: it is undefined there.
+    """
+    actual = actual.astype(int)
+    predicted = (proba >= threshold).astype(int)
+    result = {
+        "accuracy_multi": float((predicted == actual).mean()),
+        "hamming_loss": float(sk.hamming_loss(actual, predicted)),
+        "exact_match": float(sk.accuracy_score(actual, predicted)),
+        "threshold": float(threshold),
+        "images": len(actual),
+    }
+    for average, zero_division in (("samples", 1), ("macro", 0), ("micro", 0)):
+        scores = sk.precision_recall_fscore_support(
+            actual, predicted, average=average, zero_division=zero_division
+        )
+        for name, value in zip(("precision", "recall", "f1"), scores[:3], strict=True):
+            result[f"{name}_{average}"] = float(value)
+    auc = per_label_auc(actual, proba)
+    if defined := [v for v in auc if v is not None]:
+        result["roc_auc_macro"] = float(np.mean(defined))
+    result["log_loss"] = float(binary_losses(proba, actual).mean())
+    precision, recall, f1, support = sk.precision_recall_fscore_support(
+        actual, predicted, average=None, zero_division=0
+    )
+    result["per_class"] = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        | ({"roc_auc": a} if a is not None else {})
+        for name, p, r, f, s, a in zip(labels, precision, recall, f1, support, auc, strict=True)
+    }
+    return result
+
+
+def per_label_auc(actual: np.ndarray, proba: np.ndarray) -> list[float | None]:
+    return [
+        float(sk.roc_auc_score(actual[:, j], proba[:, j])) if len(set(actual[:, j])) == 2 else None
+        for j in range(actual.shape[1])
+    ]
+
+
+def binary_losses(proba: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Each image's binary cross-entropy, the mean over its labels (probabilities clipped at
+    1e-15): what training minimizes, per image, for top losses."""
+    p = np.clip(proba, 1e-15, 1 - 1e-15)
+    return -(actual * np.log(p) + (1 - actual) * np.log(1 - p)).mean(axis=1)
+
+
+def threshold_curve(actual: np.ndarray, proba: np.ndarray, thresholds: np.ndarray) -> list[dict]:
+    """F1 (samples) and accuracy_multi at each threshold: fastai chooses the threshold by
+    plotting such a curve on the validation set."""
+    actual = actual.astype(int)
+    rows = []
+    for threshold in thresholds:
+        predicted = (proba >= threshold).astype(int)
+        f1 = sk.f1_score(actual, predicted, average="samples", zero_division=1)
+        accuracy = float((predicted == actual).mean())
+        rows.append(
+            {
+                "threshold": round(float(threshold), 4),
+                "f1_samples": float(f1),
+                "accuracy_multi": accuracy,
+            }
+        )
+    return rows
+
+
+def regression_metrics(actual: np.ndarray, predicted: np.ndarray, targets: list[str]) -> dict:
+    """MSE, RMSE, MAE and R² per target and over all of them (the mean over targets,
+    scikit-learn's multioutput="uniform_average"), in the targets' units."""
+    per_target = {}
+    for j, name in enumerate(targets):
+        mse = float(sk.mean_squared_error(actual[:, j], predicted[:, j]))
+        per_target[name] = {
+            "mse": mse,
+            "rmse": float(np.sqrt(mse)),
+            "mae": float(sk.mean_absolute_error(actual[:, j], predicted[:, j])),
+            "r2": float(sk.r2_score(actual[:, j], predicted[:, j])),
+        }
+    overall = {
+        metric: float(np.mean([values[metric] for values in per_target.values()]))
+        for metric in ("mse", "rmse", "mae", "r2")
+    }
+    return {**overall, "images": len(actual), "per_class": per_target}

@@ -41,7 +41,7 @@ def confusion_figure(counts: np.ndarray, classes: list[str], title: str):
 
 
 def top_losses_figure(images: np.ndarray, rows: list[dict]):
-    """fastai's plot_top_losses: each image titled predicted/actual/loss/probability."""
+    """fastai's plot_top_losses: each image titled predicted/actual/loss[/probability]."""
     plt = pyplot()
     columns = min(4, max(len(rows), 1))
     n_rows = max(1, -(-len(rows) // columns))
@@ -56,11 +56,14 @@ def top_losses_figure(images: np.ndarray, rows: list[dict]):
             ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
         else:
             ax.imshow(image)
+        probability = f" / {row['probability']:.2f}" if "probability" in row else ""
         ax.set_title(
-            f"{row['predicted']}/{row['actual']}\n{row['loss']:.2f} / {row['probability']:.2f}",
+            f"{row['predicted'] or '(none)'}/{row['actual'] or '(none)'}\n"
+            f"{row['loss']:.2f}{probability}",
             fontsize=9,
         )
-    figure.suptitle("Prediction/Actual  Loss/Probability", fontsize=10)
+    shown = "Loss/Probability" if rows and "probability" in rows[0] else "Loss"
+    figure.suptitle(f"Prediction/Actual  {shown}", fontsize=10)
     figure.tight_layout()
     return figure
 
@@ -79,5 +82,46 @@ def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float):
     )
     axes.legend()
     axes.set_title("lr_find")
+    figure.tight_layout()
+    return figure
+
+
+def threshold_figure(curve: list[dict], threshold: float, split: str):
+    """fastai's threshold plot: F1 (samples) and accuracy_multi against the threshold, the
+    model's threshold and the best one marked."""
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4))
+    xs = [row["threshold"] for row in curve]
+    for metric in ("f1_samples", "accuracy_multi"):
+        axes.plot(xs, [row[metric] for row in curve], label=metric)
+    best = max(curve, key=lambda row: row["f1_samples"])
+    axes.axvline(threshold, color="grey", linestyle="--", label=f"model's threshold {threshold:g}")
+    axes.plot(
+        [best["threshold"]], [best["f1_samples"]], "ro", label=f"best F1 at {best['threshold']:g}"
+    )
+    axes.set_xlabel("threshold")
+    axes.set_ylabel("score")
+    axes.set_title(f"scores against the threshold ({split})")
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def predicted_vs_actual_figure(
+    actual: np.ndarray, predicted: np.ndarray, targets: list[str], split: str
+):
+    """One scatter per target of predicted against actual values, with the diagonal."""
+    plt = pyplot()
+    n = len(targets)
+    figure, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.2), squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], targets, strict=True)):
+        ax.scatter(actual[:, j], predicted[:, j], s=6, alpha=0.5)
+        low = float(min(actual[:, j].min(), predicted[:, j].min()))
+        high = float(max(actual[:, j].max(), predicted[:, j].max()))
+        ax.plot([low, high], [low, high], color="grey", linewidth=1)
+        ax.set_xlabel(f"actual {name}")
+        ax.set_ylabel(f"predicted {name}")
+        ax.set_title(name)
+    figure.suptitle(f"predicted against actual ({split})", fontsize=10)
     figure.tight_layout()
     return figure

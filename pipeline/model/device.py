@@ -34,7 +34,7 @@ class Batches:
     @classmethod
     def from_numpy(cls, images: np.ndarray, targets: np.ndarray, device: torch.device) -> "Batches":
         images_t = torch.from_numpy(np.ascontiguousarray(images))
-        targets_t = torch.tensor(np.asarray(targets), dtype=torch.int64)
+        targets_t = torch.from_numpy(np.array(targets))  # class indices, labels or values
         if device.type == "cuda":
             if fits_on_device(images_t.nbytes, device):
                 images_t = images_t.to(device, non_blocking=True)

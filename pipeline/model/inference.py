@@ -74,14 +74,16 @@ class Classifier:
     def predict_proba(
         self, images: np.ndarray | list, batch_size: int = 512, tta: TTA | None = None
     ) -> np.ndarray:
-        """Class probabilities, N x len(classes), in the order of spec.classes; with tta,
-        blended with the mean over augmented copies as fastai's tta does."""
+        """What the model says per output, N x len(spec.classes): class probabilities, label
+        probabilities or target values (pipeline.tasks.heads); with tta, blended with the mean
+        over augmented copies as fastai's tta does."""
         batch = self.as_batch(images)
         normalizer = Normalizer.create(self.spec.mean, self.spec.std, self.device)
+        head = self.spec.head()
 
         def proba(transform=None) -> torch.Tensor:
             logits = predict_logits(self.model, batch, normalizer, batch_size, transform)
-            return torch.softmax(logits, dim=1)
+            return head.predict(logits)
 
         plain = proba()
         if tta is None or tta.n < 1:
@@ -91,12 +93,10 @@ class Classifier:
         return torch.lerp(torch.stack(augmented).mean(dim=0), plain, tta.beta).numpy()
 
     def predict_frame(self, images: np.ndarray | list) -> pd.DataFrame:
-        """label, its probability, and one probability column per class."""
-        proba = self.predict_proba(images)
-        best = proba.argmax(axis=1)
-        frame = pd.DataFrame(
-            {"label": [self.spec.classes[i] for i in best], "probability": proba.max(axis=1)}
-        )
-        for i, name in enumerate(self.spec.classes):
-            frame[f"p_{name}"] = proba[:, i]
-        return frame
+        """The task's answer per image (pipeline.tasks.heads): for one class per image, the
+        label, its probability and one probability column per class."""
+        return self.spec.head().answer(self.predict_proba(images), self.spec.classes)
+
+    @property
+    def answer_columns(self) -> list[str]:
+        return self.spec.head().answer_columns(self.spec.classes)

@@ -17,6 +17,7 @@ from pipeline.core.errors import StagewiseError
 from pipeline.core.io import atomic_write, write_json
 from pipeline.core.paths import ModelFiles
 from pipeline.data.decode import MAX_PIXELS, DecodeSettings
+from pipeline.tasks.heads import Head, make_head
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,16 @@ class ModelSpec:
     # How ingest fitted training images to image_size, so new images are fitted the same way.
     resize: str = "squish"
     background: list[int] = field(default_factory=lambda: [0, 0, 0])
+    # What the outputs mean (pipeline.tasks.heads); `classes` names them: classes, labels or
+    # targets. threshold: multilabel's; target_mean/std and y_range: regression's.
+    task: str = "single_label"
+    threshold: float | None = None
+    target_mean: list[float] | None = None
+    target_std: list[float] | None = None
+    y_range: list[float] | None = None
+
+    def head(self) -> Head:
+        return make_head(self.task, self.threshold, self.target_mean, self.target_std, self.y_range)
 
     def decode_settings(self, max_pixels: int = MAX_PIXELS) -> DecodeSettings:
         """How new images (files or pixels) are fitted to this model, as ingest fitted its

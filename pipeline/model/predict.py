@@ -32,8 +32,8 @@ def input_files(source: str, extensions: list[str]) -> list[Path]:
 def predict_files(
     classifier: Classifier, files: list[Path | str | bytes], max_pixels: int, batch_size: int
 ) -> pd.DataFrame:
-    """One row per file (a path, or an encoded image's bytes): label, probability,
-    p_<class>... or the error that kept it out."""
+    """One row per file (a path, or an encoded image's bytes): the model's answer (label,
+    probability, p_<class>... for one class per image) or the error that kept it out."""
     spec = classifier.spec
     settings = spec.decode_settings(max_pixels)
     frames = []
@@ -54,7 +54,7 @@ def predict_files(
             {"path": source_name(file), **(next(rows) if error == "" else {}), "error": error}
             for file, error in zip(files[chunk], errors, strict=True)
         ]
-    columns = ["path", "label", "probability", *[f"p_{c}" for c in spec.classes], "error"]
+    columns = ["path", *classifier.answer_columns, "error"]
     return pd.DataFrame(frames, columns=columns)
 
 

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def epochs_since_best(history: list[EpochResult], monitor: str) -> int:
     best, best_epoch = None, 0
     for result in history:
-        value = getattr(result, monitor)
+        value = result.value(monitor)
         if improved(value, best, monitor):
             best, best_epoch = value, result.epoch
     return history[-1].epoch - best_epoch if history else 0
@@ -52,7 +52,7 @@ class KeepBest(Callback):
         self.monitor = monitor
 
     def after_epoch(self, state: FitState) -> None:
-        value = getattr(state.history[-1], self.monitor)
+        value = state.history[-1].value(self.monitor)
         if improved(value, state.best and state.best["value"], self.monitor):
             weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
             state.best = {"epoch": state.epoch, "value": value, "model": weights}

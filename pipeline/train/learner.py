@@ -26,6 +26,8 @@ from pipeline.model.networks import ModelSpec, build_model
 from pipeline.model.preprocess import Normalizer
 from pipeline.model.streaming import SplitData, keep_in_memory, split_data
 from pipeline.model.weights import pretrained_state, transfer
+from pipeline.tasks.heads import Head
+from pipeline.tasks.kinds import task_kind
 from pipeline.train import distributed
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ class Learner:
     device: torch.device
 
     @property
+    def head(self) -> Head:
+        return self.spec.head()
+
+    @property
     def example(self) -> torch.Tensor:
         """A few raw validation images: the packaged model's input example."""
         return self.valid.images[:4].cpu()
@@ -53,7 +59,8 @@ RunModelFetcher = Callable[[str, Path], ModelFiles]
 
 def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) -> Learner:
     stats = read_json(paths.normalize, "normalize-stats")
-    train, valid = load_split_rows(paths, "train"), load_split_rows(paths, "valid")
+    kind = task_kind(cfg.task)
+    train, valid = load_split_rows(paths, "train", kind), load_split_rows(paths, "valid", kind)
     in_memory = keep_in_memory(cfg.train.data_loading, train.nbytes + valid.nbytes)
     device = distributed.local_device(select_device(cfg.train.device))
     seed_everything(cfg.seed, cfg.train.deterministic)
@@ -73,12 +80,15 @@ def create_learner(cfg: Config, paths: Paths, fetch_run_model: RunModelFetcher) 
 
 
 def model_spec(cfg: Config, train: SplitRows, stats: dict) -> ModelSpec:
-    """The model's architecture, classes, input shape and normalization, saved beside it."""
+    """The model's architecture, outputs, input shape and normalization, and what its task
+    needs to read the outputs, saved beside it."""
     size, _, channels = train.image_shape
+    y_range = list(cfg.model.y_range) if cfg.model.y_range is not None else None
+    task = task_kind(cfg.task).model_fields(train.targets, cfg.eval.threshold, y_range)
     return ModelSpec(
         arch=cfg.model.arch, classes=train.classes, channels=channels, image_size=size,
         mean=stats["mean"], std=stats["std"], widths=cfg.model.widths, dropout=cfg.model.dropout,
-        resize=cfg.data.resize, background=list(cfg.data.background),
+        resize=cfg.data.resize, background=list(cfg.data.background), **task,
     )  # fmt: skip
 
 

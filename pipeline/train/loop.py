@@ -10,11 +10,10 @@ gives identical weights and metrics, also across an interruption and a resume.
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.config import TrainConfig
@@ -25,6 +24,7 @@ from pipeline.model.device import autocast, compiled
 from pipeline.model.inference import predict_logits
 from pipeline.model.preprocess import Normalizer
 from pipeline.model.streaming import SplitData
+from pipeline.tasks.heads import SINGLE_LABEL, Head
 from pipeline.train import distributed
 from pipeline.train.checkpoint import restore_rng
 from pipeline.train.fine_tune import Phase, layer_groups, plan, set_frozen
@@ -37,13 +37,21 @@ class EpochResult:
     epoch: int
     train_loss: float
     valid_loss: float
-    valid_accuracy: float
-    valid_error_rate: float
+    scores: dict[str, float]  # the task's epoch metrics (valid_accuracy, valid_rmse, ...)
     lr: float
     epoch_seconds: float
 
     def metrics(self) -> dict[str, float]:
-        return {k: v for k, v in asdict(self).items() if k != "epoch"}
+        return {
+            "train_loss": self.train_loss,
+            "valid_loss": self.valid_loss,
+            **self.scores,
+            "lr": self.lr,
+            "epoch_seconds": self.epoch_seconds,
+        }
+
+    def value(self, metric: str) -> float:
+        return self.metrics()[metric]
 
 
 @dataclass
@@ -116,6 +124,7 @@ def fit(
     pretrained: bool = False,
     callbacks: tuple[Callback, ...] = (),
     resume: dict[str, Any] | None = None,
+    head: Head = SINGLE_LABEL,
 ) -> FitState:
     """Train with one-cycle AdamW (fastai's fine_tune when pretrained), evaluating on valid
     after each epoch; continues from a checkpoint's state when given one."""
@@ -138,7 +147,7 @@ def fit(
                     state.optimizer.load_state_dict(resume["optimizer"])
                     state.scheduler.load_state_dict(resume["scheduler"])
                 while state.epoch < last and not state.stop:
-                    run_epoch(state, net, train, valid, cfg, normalizer, callbacks)
+                    run_epoch(state, net, train, valid, cfg, normalizer, head, callbacks)
             first = last
     except BaseException:  # Ctrl-C, SIGTERM (the stages exit through SystemExit), an error
         for callback in callbacks:
@@ -184,31 +193,30 @@ def run_epoch(
     valid: SplitData,
     cfg: TrainConfig,
     normalizer: Normalizer,
+    head: Head,
     callbacks: tuple[Callback, ...],
 ) -> None:
     """Train one pass, evaluate, record the epoch, then run the callbacks."""
     start = time.perf_counter()
-    train_loss = train_one_epoch(net, train, cfg, normalizer, state)
-    valid_loss, predicted = evaluate(net, valid, normalizer, cfg.batch_size * 4)
-    accuracy = float((predicted == valid.targets.cpu()).float().mean())
+    train_loss = train_one_epoch(net, train, cfg, normalizer, state, head)
+    valid_loss, scores = evaluate(net, valid, normalizer, cfg.batch_size * 4, head)
     state.epoch += 1
     result = EpochResult(
         epoch=state.epoch,
         train_loss=train_loss,
         valid_loss=valid_loss,
-        valid_accuracy=accuracy,
-        valid_error_rate=1.0 - accuracy,
+        scores=scores,
         lr=state.scheduler.get_last_lr()[-1],  # the head's
         epoch_seconds=time.perf_counter() - start,
     )
     state.history.append(result)
     log.info(
-        "epoch %d/%d  train_loss %.4f  valid_loss %.4f  valid_accuracy %.4f  (%.1fs)",
+        "epoch %d/%d  train_loss %.4f  valid_loss %.4f  %s  (%.1fs)",
         state.epoch,
         state.total_epochs,
         train_loss,
         valid_loss,
-        accuracy,
+        "  ".join(f"{name} {value:.4f}" for name, value in scores.items()),
         result.epoch_seconds,
     )
     for callback in callbacks:
@@ -217,7 +225,12 @@ def run_epoch(
 
 
 def train_one_epoch(
-    net: nn.Module, data: SplitData, cfg: TrainConfig, normalizer: Normalizer, state: FitState
+    net: nn.Module,
+    data: SplitData,
+    cfg: TrainConfig,
+    normalizer: Normalizer,
+    state: FitState,
+    head: Head = SINGLE_LABEL,
 ) -> float:
     """One pass over shuffled full batches; returns the mean training loss (over all ranks:
     every rank draws the same permutation and reads and trains on only its slice of each
@@ -232,7 +245,7 @@ def train_one_epoch(
     for images, targets in progress(
         data.iterate(batches), desc="train", total=n_steps, off_terminal=False
     ):
-        loss = training_step(net, images, targets, cfg, normalizer, state.generator, share)
+        loss = training_step(net, images, targets, cfg, normalizer, state.generator, share, head)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
@@ -249,6 +262,7 @@ def training_step(
     normalizer: Normalizer,
     generator: torch.Generator,
     share: BatchShare | None = None,
+    head: Head = SINGLE_LABEL,
 ) -> torch.Tensor:
     """The loss of one augmented, normalized batch: the whole batch, or the share of a global
     batch that images hold (a DDP rank's slice).
@@ -263,16 +277,20 @@ def training_step(
         augmentation = lambda x: augment(x, cfg.augment, generator, share)  # noqa: E731
     x = normalizer(images, augmentation)
     with autocast(images.device):
-        return F.cross_entropy(net(x), targets, label_smoothing=cfg.label_smoothing)
+        return head.loss(net(x), targets, cfg.label_smoothing)
 
 
 def evaluate(
-    model: nn.Module, data: SplitData, normalizer: Normalizer, batch_size: int
-) -> tuple[float, torch.Tensor]:
-    """(mean cross-entropy loss, predicted class per image) on a split."""
+    model: nn.Module,
+    data: SplitData,
+    normalizer: Normalizer,
+    batch_size: int,
+    head: Head = SINGLE_LABEL,
+) -> tuple[float, dict[str, float]]:
+    """(mean loss, the task's epoch metrics) on a split."""
     logits = predict_logits(model, data.images, normalizer, batch_size)
-    loss = F.cross_entropy(logits, data.targets.cpu()).item()
-    return loss, logits.argmax(dim=1)
+    targets = data.targets.cpu()
+    return head.loss(logits, targets).item(), head.epoch_scores(logits, targets)
 
 
 def overfit_one_batch(
@@ -283,6 +301,7 @@ def overfit_one_batch(
     seed: int,
     max_steps: int = 300,
     target_loss: float = 0.05,
+    head: Head = SINGLE_LABEL,
 ) -> list[float]:
     """Train on one batch, without augmentation, label smoothing or weight decay, until its
     loss is under target_loss; returns the losses. A model that cannot learn one batch has a
@@ -296,7 +315,7 @@ def overfit_one_batch(
     losses = []
     for _ in range(max_steps):
         with autocast(data.device):
-            loss = F.cross_entropy(model(x), targets)
+            loss = head.loss(model(x), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

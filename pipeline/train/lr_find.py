@@ -14,6 +14,7 @@ from torch import nn
 from pipeline.core.config import TrainConfig
 from pipeline.model.preprocess import Normalizer
 from pipeline.model.streaming import SplitData
+from pipeline.tasks.heads import SINGLE_LABEL, Head
 from pipeline.train.fine_tune import layer_groups, set_frozen
 from pipeline.train.loop import steps_per_epoch, training_step
 
@@ -35,6 +36,7 @@ def lr_find(
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_it: int = 100,
+    head: Head = SINGLE_LABEL,
 ) -> LrFinding:
     """Losses at num_it learning rates from start_lr to end_lr; stops once the loss diverges."""
     if pretrained and cfg.fine_tune.freeze_epochs:
@@ -53,7 +55,7 @@ def lr_find(
         if i and not step:  # a new pass over the data, freshly shuffled
             order = torch.randperm(len(data), generator=generator, device=data.device)
         images, targets = data.take(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-        loss = training_step(model, images, targets, cfg, normalizer, generator)
+        loss = training_step(model, images, targets, cfg, normalizer, generator, head=head)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -234,7 +234,7 @@ class ReportToTrial(Callback):
         self.pruned_at: int | None = None
 
     def after_epoch(self, state: FitState) -> None:
-        self.trial.report(getattr(state.history[-1], self.metric), state.epoch)
+        self.trial.report(state.history[-1].value(self.metric), state.epoch)
         if self.trial.should_prune():
             state.stop, self.pruned_at = True, state.epoch
             log.info("trial %d pruned after epoch %d", self.trial.number, state.epoch)
