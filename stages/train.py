@@ -5,6 +5,7 @@ folder, so a sweep never overwrites the pipeline's tracked outputs.
 """
 
 import logging
+from dataclasses import replace
 from functools import partial
 
 from pipeline.core.config import Config, config_digest, to_dict
@@ -12,9 +13,10 @@ from pipeline.core.io import write_csv, write_json
 from pipeline.core.paths import ModelFiles, Paths
 from pipeline.data.decode import encode_png
 from pipeline.model.device import device_tags, select_device
-from pipeline.model.inference import Classifier
-from pipeline.model.networks import save_model
+from pipeline.model.inference import Classifier, predict_logits
+from pipeline.model.networks import ModelSpec, save_model
 from pipeline.model.predict import predict_files
+from pipeline.tasks.heads import MultiLabelHead
 from pipeline.tasks.kinds import task_kind
 from pipeline.tracking.models import log_model, run_model_files
 from pipeline.tracking.runs import MetricBuffer, Run, curve_name, end_abandoned_run, training_run
@@ -101,7 +103,7 @@ def train(
         )  # fmt: skip
         check_params()  # minutes have passed: are these still the tracked parameters?
         files = ModelFiles(out.model_dir)
-        save_model(files, learner.model, learner.spec)
+        save_model(files, learner.model, chosen_threshold(cfg, learner))
         example = [encode_png(image) for image in learner.example.numpy()]
         answer = predict_files(Classifier.load(files), example, cfg.data.max_pixels, len(example))
         model_uri = log_model(run, files, example, answer)
@@ -123,6 +125,17 @@ def train(
         run.id,
     )
     return objective(state.history[kept - 1], cfg.compare.metric)
+
+
+def chosen_threshold(cfg: Config, learner: Learner) -> ModelSpec:
+    """The model's spec; with eval.choose_threshold (multi-label), holding the threshold with
+    the best F1 on the valid split instead of eval.threshold (fastai's way of choosing it)."""
+    if not cfg.eval.choose_threshold:
+        return learner.spec
+    logits = predict_logits(learner.model, learner.valid.images, learner.normalizer, 512)
+    threshold = MultiLabelHead.best_threshold(logits, learner.valid.targets.cpu())
+    log.info("threshold %g: the best F1 (samples) on the valid split", threshold)
+    return replace(learner.spec, threshold=threshold)
 
 
 def end_checkpoint_run(paths: Paths, out: Paths) -> None:

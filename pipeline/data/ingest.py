@@ -28,7 +28,7 @@ from pipeline.data.decode import (
 )
 from pipeline.data.sources import Item, list_items, path_text
 from pipeline.data.store import StoreWriter
-from pipeline.tasks.kinds import SingleLabel, TaskKind
+from pipeline.tasks.kinds import SINGLE_LABEL, TaskKind
 
 MANIFEST_COLUMNS = [
     "id", "path", "index", "label", "group", "time", "folder_split", "sha256", "height", "width", "mode",
@@ -90,7 +90,7 @@ def decode_all(items: list[Item], settings: DecodeSettings) -> Iterator[tuple[De
         yield from pool.imap(task, items, chunksize=16)
 
 
-def ingest(cfg: DataConfig, images_path: Path, kind: TaskKind = SingleLabel()) -> Ingested:
+def ingest(cfg: DataConfig, images_path: Path, kind: TaskKind = SINGLE_LABEL) -> Ingested:
     """Decode every item into images_path (a .npy array store) and return the manifest."""
     check_data_config(cfg)
     listing = list_items(cfg, kind)

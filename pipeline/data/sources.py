@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.core.config import DataConfig, Label, Source
 from pipeline.core.errors import StagewiseError
-from pipeline.tasks.kinds import MISSING_LABELS, SingleLabel, TaskKind, compiled
+from pipeline.tasks.kinds import MISSING_LABELS, SINGLE_LABEL, SingleLabel, TaskKind, compiled
 
 SPLIT_FOLDERS = ("train", "valid", "test")
 
@@ -46,7 +46,7 @@ class Listing:
     rejected: list[dict]  # {"id", "reason"[, "row"]}: files or table rows that were refused
 
 
-def list_items(cfg: DataConfig, kind: TaskKind = SingleLabel()) -> Listing:
+def list_items(cfg: DataConfig, kind: TaskKind = SINGLE_LABEL) -> Listing:
     """All candidate images of the configured source, labelled for the task, sorted by id."""
     if cfg.source == Source.digits:
         listing = Listing(digits_items(kind), [])
@@ -79,7 +79,7 @@ def path_text(path: os.PathLike | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def digits_items(kind: TaskKind) -> list[Item]:
+def digits_items(kind: TaskKind = SINGLE_LABEL) -> list[Item]:
     from sklearn.datasets import load_digits  # ~1 s to import: only for this source
 
     if not isinstance(kind, SingleLabel):

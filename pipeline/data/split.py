@@ -20,7 +20,7 @@ from pipeline.core.config import SplitConfig, Strategy
 from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import Paths
 from pipeline.data.store import load_images, load_manifest
-from pipeline.tasks.kinds import SingleLabel, Stratify, TaskKind
+from pipeline.tasks.kinds import SINGLE_LABEL, Stratify, TaskKind
 
 SPLITS = ("train", "valid", "test")
 # What split.time_unit reads the table's time column as (auto: iso, or s/ms by magnitude).
@@ -77,7 +77,7 @@ def check_class_sizes(labels: pd.Series, valid_pct: float, test_pct: float) -> N
 
 
 def assign_splits(
-    manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind = SingleLabel()
+    manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind = SINGLE_LABEL
 ) -> pd.DataFrame:
     """The configured strategy's split: a frame with columns id, split, sorted by id."""
     check_split_config(cfg)
@@ -137,9 +137,7 @@ def label_sets_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -
         if pct <= 0:
             continue
         n_out = max(1, math.floor(len(rest) * pct + 0.5))
-        splitter = MultilabelStratifiedShuffleSplit(
-            n_splits=1, test_size=n_out, random_state=seed
-        )
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_out, random_state=seed)
         _, out = next(splitter.split(np.zeros(len(rest)), matrix[rest]))
         split[rest[out]] = name
         rest = np.setdiff1d(rest, rest[out])
@@ -392,7 +390,7 @@ def ids_digest(ids: pd.Series) -> str:
 
 
 def split_report(
-    manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig, kind: TaskKind = SingleLabel()
+    manifest: pd.DataFrame, split: pd.DataFrame, cfg: SplitConfig, kind: TaskKind = SINGLE_LABEL
 ) -> dict:
     """Counts per split and class, a digest of each split's ids, the groups of each class in
     each split (when groups are known), the time unit and range of a time split, and the
@@ -497,7 +495,7 @@ class SplitImages:
     classes: list[str]
 
 
-def load_split_rows(paths: Paths, name: str, kind: TaskKind = SingleLabel()) -> SplitRows:
+def load_split_rows(paths: Paths, name: str, kind: TaskKind = SINGLE_LABEL) -> SplitRows:
     """Where the images of one split (train, valid or test) are in the array store, and their
     targets (class indices, label matrix or target values: kind.encode), in id order.
 
@@ -517,7 +515,7 @@ def load_split_rows(paths: Paths, name: str, kind: TaskKind = SingleLabel()) -> 
     )
 
 
-def load_split_images(paths: Paths, name: str, kind: TaskKind = SingleLabel()) -> SplitImages:
+def load_split_images(paths: Paths, name: str, kind: TaskKind = SINGLE_LABEL) -> SplitImages:
     """The images (in memory) and targets of one split, in id order."""
     rows = load_split_rows(paths, name, kind)
     return SplitImages(ids=rows.ids, images=rows.read(), targets=rows.targets, classes=rows.classes)

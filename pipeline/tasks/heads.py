@@ -19,6 +19,9 @@ import torch.nn.functional as F
 
 from pipeline.core.config import Task
 
+# Where fastai's threshold plot looks for the best multi-label threshold.
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
+
 
 class Head:
     task: Task
@@ -93,6 +96,15 @@ class MultiLabelHead(Head):
 
     def predict(self, output):
         return torch.sigmoid(output)
+
+    @staticmethod
+    def best_threshold(output: torch.Tensor, targets: torch.Tensor) -> float:
+        """The threshold with the best F1 (samples) on these outputs, the lowest of equals."""
+        scores = [
+            MultiLabelHead(float(t)).epoch_scores(output, targets)["valid_f1_samples"]
+            for t in THRESHOLDS
+        ]
+        return float(THRESHOLDS[int(np.argmax(scores))])
 
     def answer(self, predicted, names):
         """labels: the labels whose probability reaches the threshold (possibly none), and

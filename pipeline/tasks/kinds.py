@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import DataConfig, Label, Source, Task
+from pipeline.core.config import DataConfig, EvalConfig, Label, Source, Task
 from pipeline.core.errors import StagewiseError
 
 # (path relative to the source, the table row or None) -> the image's label; raises
@@ -73,10 +73,15 @@ class TaskKind:
         return {name: int(n) for name, n in zip(names, sums, strict=True)}
 
     def model_fields(
-        self, train_targets: np.ndarray, threshold: float, y_range: list | None
+        self, train_targets: np.ndarray, evaluation: EvalConfig, y_range: list | None
     ) -> dict:
         """What the trained model keeps about its task (pipeline.model.networks.ModelSpec):
         the task, and multilabel's threshold or regression's target statistics and range."""
+        if evaluation.choose_threshold and self.task != Task.multilabel:
+            raise StagewiseError(
+                f"eval.choose_threshold=true picks a multi-label threshold; task={self.task} "
+                "has none: set it to false"
+            )
         if y_range is not None:
             raise StagewiseError(
                 f"model.y_range={list(y_range)} bounds regression outputs; task={self.task} "
@@ -157,11 +162,13 @@ class MultiLabel(TaskKind):
         return by_parent
 
     def model_fields(
-        self, train_targets: np.ndarray, threshold: float, y_range: list | None
+        self, train_targets: np.ndarray, evaluation: EvalConfig, y_range: list | None
     ) -> dict:
+        threshold = evaluation.threshold
         if not 0 < threshold < 1:
             raise StagewiseError(f"eval.threshold={threshold}: must be a probability in (0, 1)")
-        return {**super().model_fields(train_targets, threshold, y_range), "threshold": threshold}
+        fields = super().model_fields(train_targets, evaluation, y_range)
+        return {**fields, "threshold": threshold}
 
     def check(self, labels: pd.Series) -> None:
         if not self.names(labels):
@@ -214,12 +221,12 @@ class Regression(TaskKind):
         return set(self.targets(cfg))
 
     def model_fields(
-        self, train_targets: np.ndarray, threshold: float, y_range: list | None
+        self, train_targets: np.ndarray, evaluation: EvalConfig, y_range: list | None
     ) -> dict:
         """The train split's mean and std of each target: the model learns the standardized
         targets and answers in the targets' units."""
         fields = {
-            "task": str(self.task),
+            **super().model_fields(train_targets, evaluation, None),
             "target_mean": train_targets.mean(axis=0, dtype=np.float64).tolist(),
             "target_std": train_targets.std(axis=0, dtype=np.float64).tolist(),
         }
@@ -265,9 +272,8 @@ class Regression(TaskKind):
         }
 
 
-TASKS: dict[Task, TaskKind] = {
-    kind.task: kind for kind in (SingleLabel(), MultiLabel(), Regression())
-}
+SINGLE_LABEL = SingleLabel()  # the default of code that predates the other tasks
+TASKS: dict[Task, TaskKind] = {k.task: k for k in (SINGLE_LABEL, MultiLabel(), Regression())}
 
 
 def task_kind(task: Task | str) -> TaskKind:

@@ -16,9 +16,7 @@ import numpy as np
 from pipeline.core.config import EvalConfig, Task
 from pipeline.evaluate import metrics as m
 from pipeline.evaluate import plots
-
-# Where fastai's threshold plot looks for the best threshold.
-THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
+from pipeline.tasks.heads import THRESHOLDS
 
 
 @dataclass(frozen=True)
