@@ -8,7 +8,8 @@ import logging
 
 from pipeline.core.config import Config
 from pipeline.core.io import write_csv, write_json
-from pipeline.core.paths import Paths
+from pipeline.core.paths import ModelFiles, Paths
+from pipeline.evaluate.gradcam import write_grad_cam
 from pipeline.evaluate.metrics import confusion_matrix, confusion_rows, most_confused
 from pipeline.evaluate.plots import confusion_figure, top_losses_figure
 from pipeline.evaluate.scoring import (
@@ -50,6 +51,13 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     }
     for name, figure in figures.items():
         run.log_figure(figure, name)
+    write_grad_cam(  # where the model looked, for the predicted class (train.activation_stats)
+        paths.valid_grad_cam, run, cfg.train.activation_stats, ModelFiles(paths.model_dir),
+        scored.data.images[[row["index"] for row in worst]],
+        [int(scored.predicted[row["index"]]) for row in worst],
+        [f"{row['predicted']}/{row['actual']}" for row in worst],
+        "Grad-CAM of the top losses (predicted/actual), for the predicted class",
+    )  # fmt: skip
     for table in (paths.valid_top_losses, paths.valid_most_confused, paths.valid_per_class):
         run.log_artifact(table, "valid")
     log.info(describe(scored))

@@ -73,6 +73,8 @@ def test_outputs_are_the_locations_in_paths():
             paths.normalize,
             paths.train_metrics,
             paths.train_history,
+            paths.train_activations,
+            paths.valid_grad_cam,
             paths.valid_metrics,
             paths.valid_confusion,
             paths.valid_per_class,
