@@ -145,12 +145,13 @@ def test_grad_cam_lights_up_where_the_chosen_output_looks():
         assert heatmap[rows, cols].sum() == pytest.approx(heatmap.sum())  # and nothing else
 
 
-def test_the_activation_folder_holds_only_this_runs_files_and_is_empty_when_off(tmp_path):
+def test_the_activation_folder_holds_only_this_runs_files_and_a_note_when_off(tmp_path):
     folder = tmp_path / "activations"
     folder.mkdir()
     (folder / "stats.csv").write_text("from an earlier run")
     write_activation_report(folder, None, small_cnn(), run=None)
-    assert folder.is_dir() and not any(folder.iterdir())  # DVC's output exists, empty
+    # DVC's output exists, and is not empty (DVC would warn): only a note
+    assert [p.name for p in folder.iterdir()] == ["README.txt"]
 
 
 def test_the_stages_write_the_activation_files_and_log_them(digits_paths, tmp_path):
@@ -165,15 +166,18 @@ def test_the_stages_write_the_activation_files_and_log_them(digits_paths, tmp_pa
     train.run(cfg, paths)
     written = sorted(p.name for p in paths.train_activations.iterdir())
     assert written == [
-        "color_dim.png", "first_conv_filters.png", "grad_norms.csv", "grad_norms.png",
-        "histograms.csv", "layer_stats.png", "stats.csv",
+        "README.txt", "color_dim.png", "first_conv_filters.png", "grad_norms.csv",
+        "grad_norms.png", "histograms.csv", "layer_stats.png", "stats.csv",
     ]  # fmt: skip
     evaluate.run(cfg, paths)
-    assert [p.name for p in paths.valid_grad_cam.iterdir()] == ["top_losses.png"]
+    assert sorted(p.name for p in paths.valid_grad_cam.iterdir()) == [
+        "README.txt",
+        "top_losses.png",
+    ]
     client = open_store(paths).client
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "train/activations")}
-    assert logged == {f"train/activations/{name}" for name in written}
+    assert logged == {f"train/activations/{name}" for name in written if name != "README.txt"}
     assert [a.path for a in client.list_artifacts(run.info.run_id, "valid/grad_cam")] == [
         "valid/grad_cam/top_losses.png"
     ]

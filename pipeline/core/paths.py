@@ -57,7 +57,7 @@ class Paths:
 
     @property
     def train_activations(self) -> Path:
-        """A folder: train.activation_stats's CSV and PNG files (empty when it is off)."""
+        """A folder: train.activation_stats's CSV and PNG files (a note alone when it is off)."""
         return self.root / "plots/train/activations"
 
     @property
@@ -101,7 +101,7 @@ class Paths:
 
     @property
     def valid_grad_cam(self) -> Path:
-        """A folder: Grad-CAM of the top losses with train.activation_stats (else empty)."""
+        """A folder: Grad-CAM of the top losses with train.activation_stats (else a note)."""
         return self.root / "plots/valid/grad_cam"
 
     @property

@@ -77,9 +77,14 @@ def write_grad_cam(
 ) -> None:
     """With enabled (train.activation_stats), folder/top_losses.png: the images (titled
     titles, under heading) with their Grad-CAM for output_index, also logged into the run under valid/grad_cam. folder (a DVC
-    output) exists afterwards either way, holding only this run's figure."""
+    output) exists afterwards either way, holding only this run's figure and a README.txt."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    # never empty: DVC warns about an empty output folder
+    on_off = "on" if enabled else "off"
+    (folder / "README.txt").write_text(
+        f"Grad-CAM of the top losses (train.activation_stats: {on_off}).\n"
+    )
     if not enabled or not len(images):
         return
     heatmaps = classifier_grad_cam(Classifier.load(files), images, output_index)

@@ -17,6 +17,8 @@ from pipeline.tracking.runs import Run
 from pipeline.train.activations import HIST_MAX, HIST_MIN, ActivationStats
 
 ARTIFACT_FOLDER = "train/activations"
+# The folder always holds this note: DVC warns about an empty output folder.
+ABOUT = "What train.activation_stats recorded during training (nothing when it is off: {}).\n"
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
@@ -28,10 +30,11 @@ def write_activation_report(
 ) -> None:
     """stats.csv, histograms.csv, grad_norms.csv and their figures (layer_stats.png,
     color_dim.png, grad_norms.png) plus first_conv_filters.png, in folder and in the run.
-    folder (a DVC output) exists afterwards either way and holds only this run's files: it
-    stays empty when stats is None (train.activation_stats off)."""
+    folder (a DVC output) exists afterwards either way and holds only this run's files: only
+    README.txt when stats is None (train.activation_stats off)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    (folder / "README.txt").write_text(ABOUT.format("off" if stats is None else "on"))
     if stats is None:
         return
     labels = dict(zip(stats.names, stats.labels(), strict=True))
@@ -52,4 +55,5 @@ def write_activation_report(
     for name, figure in figures.items():
         atomic_write(folder / name, lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=100))
     for path in sorted(folder.iterdir()):
-        run.log_artifact(path, ARTIFACT_FOLDER)
+        if path.suffix in (".csv", ".png"):
+            run.log_artifact(path, ARTIFACT_FOLDER)
