@@ -21,6 +21,8 @@ from pipeline.tasks.kinds import task_kind
 from pipeline.tracking.models import log_model, run_model_files
 from pipeline.tracking.runs import MetricBuffer, Run, curve_name, end_abandoned_run, training_run
 from pipeline.tracking.store import check_reachable
+from pipeline.train.activation_report import write_activation_report
+from pipeline.train.activations import ActivationStats
 from pipeline.train.callbacks import Checkpoint, EarlyStopping, KeepBest, OverfitWatch, ReportEpoch
 from pipeline.train.checkpoint import checkpoint_run_id, load_checkpoint
 from pipeline.train.distributed import (
@@ -96,11 +98,13 @@ def train(
             relog_lost_epochs(run, resume["history"], epochs)
         else:
             run.log_split_inputs(paths, {"train": "training", "valid": "validation"})
+        inside = ActivationStats(learner.model) if cfg.train.activation_stats else None
         state = fit_model(
             callbacks=callbacks(cfg, run, epochs, Checkpoint(
                 out.checkpoint, identity, run.id, cfg.train.checkpoint_every_s
-            ), extra),
+            ), (*extra, *filter(None, [inside]))),
         )  # fmt: skip
+        write_activation_report(out.train_activations, inside, learner.model, run)
         check_params()  # minutes have passed: are these still the tracked parameters?
         files = ModelFiles(out.model_dir)
         save_model(files, learner.model, chosen_threshold(cfg, learner))

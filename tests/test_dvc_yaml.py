@@ -73,6 +73,7 @@ def test_outputs_are_the_locations_in_paths():
             paths.normalize,
             paths.train_metrics,
             paths.train_history,
+            paths.train_activations,
             paths.valid_metrics,
             paths.valid_plots,
             paths.test_metrics,

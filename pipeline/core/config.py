@@ -193,13 +193,14 @@ class TrainConfig:
     overfit_one_batch: bool
     data_loading: DataLoading
     loader_workers: int  # processes that read streamed batches; 0 = the training process
+    activation_stats: bool  # record activations, gradient norms, filters, Grad-CAM (looks only)
 
 
 # Settings that say how a model is trained, not which model results: they are left out of
 # the digests that identify a model configuration (checkpoints, the holdout ledger).
 HOW_TO_RUN = (
     "device", "devices", "cpu_threads", "checkpoint_every_s", "resume", "compile",
-    "overfit_one_batch", "data_loading", "loader_workers",
+    "overfit_one_batch", "data_loading", "loader_workers", "activation_stats",
 )  # fmt: skip
 
 

@@ -56,6 +56,11 @@ class Paths:
         return self.root / "plots/train/history.csv"
 
     @property
+    def train_activations(self) -> Path:
+        """A folder: train.activation_stats's CSV and PNG files (a note alone when it is off)."""
+        return self.root / "plots/train/activations"
+
+    @property
     def checkpoint(self) -> Path:
         """Not a DVC output, so DVC does not delete it before rerunning train (resume)."""
         return self.root / "checkpoints/train.pt"
@@ -82,6 +87,11 @@ class Paths:
     def valid_plots(self) -> Path:
         """evaluate's tables (pipeline.tasks.reports names them per task)."""
         return self.root / "plots/valid"
+
+    @property
+    def valid_grad_cam(self) -> Path:
+        """A folder: Grad-CAM of the top losses with train.activation_stats (else a note)."""
+        return self.root / "plots/valid/grad_cam"
 
     @property
     def test_metrics(self) -> Path:
