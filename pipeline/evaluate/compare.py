@@ -26,7 +26,7 @@ def runs_table(runs: list[dict], metric: str) -> pd.DataFrame:
 
 def metric_figure(table: pd.DataFrame, metric: str, max_panels: int = 8):
     """The metric against each differing param (the first max_panels), one panel each."""
-    from pipeline.evaluate.plots import pyplot
+    from pipeline.core.figures import pyplot
 
     plt = pyplot()
     params = [c for c in table.columns if c not in ("run_id", "status", metric)][:max_panels]

@@ -7,13 +7,13 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.core.io import atomic_write, write_csv
-from pipeline.evaluate.plots import (
+from pipeline.tracking.runs import Run
+from pipeline.train.activation_figures import (
     color_dim_figure,
     filters_figure,
     grad_norms_figure,
     layer_stats_figure,
 )
-from pipeline.tracking.runs import Run
 from pipeline.train.activations import HIST_MAX, HIST_MIN, ActivationStats
 
 ARTIFACT_FOLDER = "train/activations"
