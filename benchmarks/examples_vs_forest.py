@@ -27,14 +27,6 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from PIL import Image
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-from sklearn.metrics import (
-    f1_score,
-    hamming_loss,
-    mean_absolute_error,
-    mean_squared_error,
-    r2_score,
-    roc_auc_score,
-)
 from sklearn.preprocessing import MultiLabelBinarizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,6 +36,7 @@ from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import PROJECT_ROOT, Paths
 from pipeline.data import examples
 from pipeline.data.split import load_split_table
+from pipeline.evaluate.metrics import multilabel_metrics, regression_metrics
 from stages import evaluate, ingest, normalize_stats, split, test_holdout, train
 from stages.common import validated
 
@@ -94,9 +87,8 @@ def baseline(
     for name in ("valid", "test"):
         rows = splits == name
         if task == "multilabel":
-            scores[name] = multilabel_scores(
-                targets[rows], positive_probabilities(forest, features[rows]), threshold
-            )
+            probability = positive_probabilities(forest, features[rows])
+            scores[name] = multilabel_scores(targets[rows], probability, target_names, threshold)
         else:
             scores[name] = regression_scores(
                 targets[rows], forest.predict(features[rows]), target_names
@@ -116,27 +108,17 @@ def positive_probabilities(forest: RandomForestClassifier, features: np.ndarray)
     )
 
 
-def multilabel_scores(actual: np.ndarray, probability: np.ndarray, threshold: float) -> dict:
-    predicted = (probability > threshold).astype(int)
-    # zero_division=1: an image with no labels, predicted with none, is an F1 of 1, not 0.
-    return {
-        "accuracy_multi": 1 - hamming_loss(actual, predicted),
-        "f1_samples": f1_score(actual, predicted, average="samples", zero_division=1),
-        "f1_macro": f1_score(actual, predicted, average="macro", zero_division=1),
-        "roc_auc_macro": roc_auc_score(actual, probability, average="macro"),
-    }
+def multilabel_scores(
+    actual: np.ndarray, probability: np.ndarray, names: list[str], threshold: float
+) -> dict:
+    """The pipeline's own multi-label metrics (pipeline/evaluate/metrics.py), so both
+    columns are computed the same way."""
+    return numbers(multilabel_metrics(actual, probability, names, threshold))
 
 
 def regression_scores(actual: np.ndarray, predicted: np.ndarray, names: list[str]) -> dict:
-    """RMSE, MAE and R² per target and over all targets (RMSE: root of the mean of the
-    per-target mean squared errors; R²: their plain mean), in the targets' units."""
-    mse = mean_squared_error(actual, predicted, multioutput="raw_values")
-    mae = mean_absolute_error(actual, predicted, multioutput="raw_values")
-    r2 = r2_score(actual, predicted, multioutput="raw_values")
-    scores = {"rmse": float(np.sqrt(mse.mean())), "mae": float(mae.mean()), "r2": float(r2.mean())}
-    for i, name in enumerate(names):
-        scores |= {f"rmse_{name}": np.sqrt(mse[i]), f"mae_{name}": mae[i], f"r2_{name}": r2[i]}
-    return scores
+    """The pipeline's own regression metrics, overall and per target."""
+    return numbers(regression_metrics(actual, predicted, names))
 
 
 # (b) the data and the split ---------------------------------------------------------------
@@ -191,7 +173,11 @@ def pipeline_config(task: str, table: Path, overrides: list[str]) -> Config:
 
 
 def numbers(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
+    """The numbers of a metrics dict, with per-target ones as rmse_x, r2_y, ..."""
+    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
+    for name, values in metrics.get("per_class", {}).items():
+        flat |= {f"{k}_{name}": float(v) for k, v in values.items() if k != "support"}
+    return flat
 
 
 def print_side_by_side(columns: dict[str, dict[str, float]]) -> None:

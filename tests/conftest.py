@@ -17,6 +17,7 @@ from stages.common import validated
 FIRST = (
     "tests/e2e/test_pipeline.py",
     "tests/e2e/test_fresh.py",
+    "tests/e2e/test_tasks.py",
     "tests/test_distributed.py",
     "tests/e2e/test_experiments.py",
     "tests/e2e/test_queued.py",

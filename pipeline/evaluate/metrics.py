@@ -156,7 +156,7 @@ def per_label_auc(actual: np.ndarray, proba: np.ndarray) -> list[float | None]:
 def binary_losses(proba: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Each image's binary cross-entropy, the mean over its labels (probabilities clipped at
     1e-15): what training minimizes, per image, for top losses."""
-    p = np.clip(proba, 1e-15, 1 - 1e-15)
+    p = np.clip(proba.astype(np.float64), 1e-15, 1 - 1e-15)  # float32 would round 1 - 1e-15 to 1
     return -(actual * np.log(p) + (1 - actual) * np.log(1 - p)).mean(axis=1)
 
 
