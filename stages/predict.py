@@ -6,6 +6,8 @@ python -m stages.predict predict.input=path/to/folder_or.csv [predict.output=out
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.core.config import Config
 from pipeline.core.errors import StagewiseError
 from pipeline.core.io import atomic_write
@@ -28,7 +30,8 @@ def run(cfg: Config) -> Path:
     classifier = Classifier.load(ModelFiles(PROJECT_ROOT / cfg.predict.model_dir))
     predictions = predict_files(classifier, files, cfg.data.max_pixels, cfg.eval.batch_size)
     output = Path(cfg.predict.output).expanduser()
-    atomic_write(output, lambda tmp: predictions.to_csv(tmp, index=False))
+    table = joined_lists(predictions, cfg.data.label_delimiter)
+    atomic_write(output, lambda tmp: table.to_csv(tmp, index=False))
     failed = predictions[predictions["error"] != ""]
     for _, row in failed.iterrows():
         log.warning("could not read %s: %s", row["path"], row["error"])
@@ -39,6 +42,14 @@ def run(cfg: Config) -> Path:
         output,
     )
     return output
+
+
+def joined_lists(frame: pd.DataFrame, delimiter: str) -> pd.DataFrame:
+    """A multi-label model's label lists as a label table writes them: joined by
+    data.label_delimiter (an empty cell for none), not as Python's repr of a list."""
+    return frame.apply(
+        lambda column: column.map(lambda v: delimiter.join(v) if isinstance(v, list) else v)
+    )
 
 
 main = entrypoint(run)

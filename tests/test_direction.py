@@ -20,6 +20,15 @@ from tests.conftest import compose_config
         ("valid_loss", False),
         ("train_loss", False),
         ("test_log_loss", False),
+        # the multi-label and regression tasks' metrics (pipeline/tasks)
+        ("valid_f1_samples", True),
+        ("valid_accuracy_multi", True),
+        ("test_exact_match", True),
+        ("test_roc_auc_macro", True),
+        ("test_hamming_loss", False),
+        ("valid_rmse", False),
+        ("valid_mae", False),
+        ("valid_r2", True),
     ],
 )
 def test_direction_by_metric_name(metric, higher):

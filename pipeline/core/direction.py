@@ -8,7 +8,7 @@ T = TypeVar("T")
 
 # Metrics (by the words in their names) where higher is better; every other one is a loss
 # or an error, where lower is better.
-HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auc", "r2")
+HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auc", "r2", "match")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -36,7 +36,7 @@ def project(request, tmp_path_factory) -> ProjectCopy:
     copy = ProjectCopy.create(root / "project")
     copy.compose(*TINY, f"task={task}", "data=table", f"data.table={table}",
                  "data.channels=1", *TASKS[task])  # fmt: skip
-    result = copy.run("dvc", "repro", "test-holdout", check=False)  # all but lr-find
+    result = copy.run("dvc", "repro", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     copy.task = task
     return copy
@@ -105,3 +105,24 @@ def test_the_served_model_answers_image_files_like_the_packaged_one(project):
             assert served_rows[column].to_numpy() == pytest.approx(
                 expected[column].to_numpy(), rel=1e-5
             )
+
+
+def test_stages_predict_writes_the_tasks_answer_as_a_table(project, tmp_path):
+    from PIL import Image
+
+    test = load_split_images(Paths(project.root), "test", task_kind(project.task))
+    for i, image in enumerate(test.images[:4]):
+        Image.fromarray(image[..., 0]).save(tmp_path / f"{i}.png")
+    output = tmp_path / "predictions.csv"
+    project.run(
+        "python", "-m", "stages.predict", f"predict.input={tmp_path}", f"predict.output={output}"
+    )
+    table = pd.read_csv(output, keep_default_na=False)
+    expected = answers_for(project, test.images[:4])
+    if project.task == "multilabel":  # label lists as a label table writes them
+        assert table["labels"].tolist() == [";".join(labels) for labels in expected["labels"]]
+    else:
+        assert table[["x", "y"]].to_numpy() == pytest.approx(
+            expected[["x", "y"]].to_numpy(), rel=1e-5
+        )
+    assert table["error"].tolist() == [""] * 4

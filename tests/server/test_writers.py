@@ -5,12 +5,11 @@ or lets time out shows as a failed process, a run not FINISHED or a missing epoc
 import shutil
 import subprocess
 import uuid
-from dataclasses import fields
 
 import pytest
 
+from pipeline.tasks.kinds import SINGLE_LABEL
 from pipeline.tracking.runs import curve_name
-from pipeline.train.loop import EpochResult
 from tests.project import TINY
 from tests.server.test_server import ServerProject
 
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 WRITERS = 8
 EPOCHS = 2  # TINY's
-CURVES = {curve_name(f.name) for f in fields(EpochResult) if f.name != "epoch"}
+CURVES = {curve_name(m) for m in (*SINGLE_LABEL.monitors, "lr", "epoch_seconds")}
 
 
 @pytest.fixture(scope="module")
