@@ -7,8 +7,7 @@ whose images share source digits within a group). The forest is fitted on the tr
 and scored on valid and test; then the pipeline trains, evaluates and scores the holdout, and
 both sets of metrics are printed.
 
-Until the pipeline takes task=..., its config is refused: the script says so, splits the
-images itself (seeded, 60/20/20 of the groups) and prints the forest's numbers only.
+Both are scored with the pipeline's own metric functions (pipeline/evaluate/metrics.py).
 
     python benchmarks/examples_vs_forest.py --task multilabel|regression [--images N]
         [--seed S] [extra Hydra overrides, e.g. train.epochs=10]
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from PIL import Image
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.preprocessing import MultiLabelBinarizer
@@ -43,7 +41,6 @@ from stages.common import validated
 TREES = 200
 THRESHOLD = 0.5  # a label is predicted when its probability exceeds this (fastai's default)
 SPLITS = ("train", "valid", "test")
-OWN_SHARES = (0.6, 0.2, 0.2)
 # What each task needs on top of data=table: the canvas is read as it was written (one
 # channel, its own size); multi-label images share source digits within a group, so the
 # split keeps groups whole; regression targets are points that a rotation or shift of the
@@ -152,17 +149,6 @@ def pipeline_split(paths: Paths, ids: pd.Series) -> np.ndarray:
     return ids.map(split_of).to_numpy()
 
 
-def own_split(groups: pd.Series, seed: int) -> np.ndarray:
-    """Seeded 60/20/20 split of the groups (each group whole in one split)."""
-    names = np.random.default_rng(seed).permutation(sorted(groups.unique()))
-    cuts = np.rint(np.cumsum(OWN_SHARES)[:-1] * len(names)).astype(int)
-    split_of = {g: SPLITS[i] for i, part in enumerate(np.split(names, cuts)) for g in part}
-    return groups.map(split_of).to_numpy()
-
-
-# (c) the pipeline -------------------------------------------------------------------------
-
-
 def pipeline_config(task: str, table: Path, overrides: list[str]) -> Config:
     task_overrides = [f"task={task}", "data=table", f"data.table={table}", "data.channels=1"]
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
@@ -203,38 +189,27 @@ def main() -> None:
         )
         rows, images, targets, names = read_examples(args.task, table)
         paths = Paths(Path(scratch) / "project")
-        try:
-            cfg = pipeline_config(args.task, table, overrides)
-        except (HydraException, StagewiseError) as e:
-            cfg = None
-            first_line = str(e).splitlines()[0]
-            print(f"the pipeline cannot take task={args.task} yet ({first_line})")
-            print(f"split: the script's own seeded 60/20/20 split of the groups (seed {args.seed})")
-            splits = own_split(rows["group"], args.seed)
-        else:
-            ingest.run(cfg, paths)
-            split.run(cfg, paths)
-            print(f"split: the pipeline's ({paths.split}, split.seed={cfg.split.seed})")
-            splits = pipeline_split(paths, image_ids(rows))
+        cfg = pipeline_config(args.task, table, overrides)
+        ingest.run(cfg, paths)
+        split.run(cfg, paths)
+        print(f"split: the pipeline's ({paths.split}, split.seed={cfg.split.seed})")
+        splits = pipeline_split(paths, image_ids(rows))
         print(", ".join(f"{name} {int((splits == name).sum())}" for name in SPLITS), "images")
 
         start = time.perf_counter()
-        threshold = getattr(cfg.eval, "threshold", THRESHOLD) if cfg else THRESHOLD
-        forest = baseline(args.task, images, targets, splits, names, args.seed, threshold)
+        forest = baseline(args.task, images, targets, splits, names, args.seed, cfg.eval.threshold)
         columns = {f"forest {name}": metrics for name, metrics in forest.items()}
         print(
             f"random forest ({TREES} trees) on flattened pixels: {time.perf_counter() - start:.1f}s"
         )
-
-        if cfg is not None:
-            start = time.perf_counter()
-            normalize_stats.run(cfg, paths)
-            train.run(cfg, paths)
-            columns["pipeline valid"] = numbers(evaluate.run(cfg, paths))
-            columns["pipeline test"] = numbers(test_holdout.run(cfg, paths))
-            print(
-                f"pipeline (normalize-stats, train, evaluate, test-holdout): {time.perf_counter() - start:.1f}s"
-            )
+        start = time.perf_counter()
+        normalize_stats.run(cfg, paths)
+        train.run(cfg, paths)
+        columns["pipeline valid"] = numbers(evaluate.run(cfg, paths))
+        columns["pipeline test"] = numbers(test_holdout.run(cfg, paths))
+        print(
+            f"pipeline (normalize-stats, train, evaluate, test-holdout): {time.perf_counter() - start:.1f}s"
+        )
         print_side_by_side(columns)
 
 

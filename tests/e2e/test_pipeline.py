@@ -10,6 +10,7 @@ import pytest
 from pipeline.core.paths import Paths
 from tests.project import (
     ALL_STAGES,
+    TINY,
     ProjectCopy,
     copy_of_template,
     mlflow_client,
@@ -166,17 +167,27 @@ def test_packaged_model_takes_image_files_as_paths_or_bytes(project, tmp_path):
 
 
 def test_training_input_errors_and_the_one_batch_sanity_check(project):
+    from pipeline.core.errors import StagewiseError
+    from stages import train
+    from tests.conftest import compose_config
+
     before = (project.root / "models/model.safetensors").read_bytes()
+    # in this process (each `python -m stages.train` costs seconds of imports); the command
+    # line's one-line exit is checked with the last one
     for overrides, message in [
         (["model.weights=nowhere/weights.pt"], "weights.pt: no such file"),
         (["train.resume=true"], "train.resume=true, but there is no checkpoint at"),
         (["model.arch=resnet18", "model.weights=IMAGENET9K"], "valid: DEFAULT, IMAGENET1K_V1"),
         (["model.arch=resnet19"], "valid names: small_cnn"),
-        (["train.overfit_one_batch=true", "train.lr=1e-7"], "could not overfit one batch"),
     ]:
-        result = project.run("python", "-m", "stages.train", *overrides, check=False)
-        output = result.stdout + result.stderr
-        assert result.returncode == 2 and message in output and "Traceback" not in output
+        with pytest.raises(StagewiseError) as raised:
+            train.run(compose_config(*TINY, *overrides), Paths(project.root))
+        assert message in str(raised.value) and "\n" not in str(raised.value)
+    overrides = ["train.overfit_one_batch=true", "train.lr=1e-7"]
+    result = project.run("python", "-m", "stages.train", *overrides, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "could not overfit one batch" in output
+    assert "Traceback" not in output
     sane = project.run("python", "-m", "stages.train", "train.overfit_one_batch=true")
     assert "sanity check passed: small_cnn overfit one batch" in sane.stdout + sane.stderr
     assert (project.root / "models/model.safetensors").read_bytes() == before
@@ -206,24 +217,22 @@ def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(
 
 
 def test_test_holdout_registers_a_candidate_when_asked(project):
-    project.run(
-        "python",
-        "-m",
-        "stages.test_holdout",
-        "eval.register_as=digits",
-        "eval.register_min_accuracy=0.0",
+    from stages import test_holdout
+    from tests.conftest import compose_config
+
+    # in this process: a `python -m stages.test_holdout` costs seconds of imports
+    test_holdout.run(
+        compose_config(*TINY, "eval.register_as=digits", "eval.register_min_accuracy=0.0"),
+        Paths(project.root),
     )
     version = mlflow_client(project).get_model_version_by_alias("digits", "candidate")
     assert version.source == project.json("models/run.json")["model_uri"]
     assert float(version.tags["test_accuracy"]) == pytest.approx(
         project.json("metrics/test.json")["accuracy"]
     )
-    project.run(
-        "python",
-        "-m",
-        "stages.test_holdout",
-        "eval.register_as=strict",
-        "eval.register_min_accuracy=1.01",
+    test_holdout.run(
+        compose_config(*TINY, "eval.register_as=strict", "eval.register_min_accuracy=1.01"),
+        Paths(project.root),
     )
     assert not mlflow_client(project).search_registered_models("name = 'strict'")
 
