@@ -35,15 +35,16 @@ def test_unknown_architecture_lists_the_valid_names():
     assert "small_cnn" in str(error.value) and "resnet34" in str(error.value)
 
 
-def test_saved_model_loads_with_identical_outputs(tmp_path):
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18"])
+def test_saved_model_loads_with_identical_outputs(tmp_path, arch):
     torch.manual_seed(0)
-    model = build_model(spec()).eval()
+    model = build_model(spec(arch)).eval()
     files = ModelFiles(tmp_path)
-    save_model(files, model, spec())
+    save_model(files, model, spec(arch))
     loaded, loaded_spec = load_model(files)
     x = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    assert loaded_spec == spec()
+    assert loaded_spec == spec(arch)
 
 
 def test_a_pickled_file_offered_as_weights_is_refused(tmp_path):
