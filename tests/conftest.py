@@ -15,11 +15,11 @@ from stages.common import validated
 # files that do not need it; the short unit-test files then fill the end. The rest keep
 # pytest's order after these.
 FIRST = (
-    "tests/e2e/test_experiments.py",
     "tests/e2e/test_pipeline.py",
     "tests/e2e/test_fresh.py",
     "tests/e2e/test_tasks.py",
     "tests/test_distributed.py",
+    "tests/e2e/test_experiments.py",
     "tests/e2e/test_queued.py",
     "tests/server/test_writers.py",
     "tests/e2e/test_tune.py",
