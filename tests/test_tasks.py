@@ -276,3 +276,14 @@ def test_lr_find_and_fit_train_each_task_with_its_head(task):
     # predicting no label scores F1 0.13 here (the share of images with none); the mean, RMSE 74
     better = history[-1].value(main) > 0.6 if task == "multilabel" else history[-1].value(main) < 40
     assert better, history[-1].scores
+
+
+def test_a_multilabel_group_split_spreads_groups_of_images_without_labels_too():
+    manifest = label_sets(400)
+    manifest["group"] = [f"g{i % 40:02d}" for i in range(400)]
+    empty = manifest["group"].isin([f"g{i:02d}" for i in range(10)])
+    manifest.loc[empty, "label"] = pd.Series([[]] * int(empty.sum()), index=manifest.index[empty])
+    cfg = compose_config("task=multilabel", "split=group").split
+    split = assign_splits(manifest, cfg, MultiLabel()).set_index("id")["split"]
+    where = split.loc[manifest.loc[empty, "id"]].value_counts()
+    assert set(where.index) == {"train", "valid", "test"}  # not all in the least full split

@@ -171,9 +171,9 @@ def group_labels(manifest: pd.DataFrame, regex: str | None) -> pd.Series:
 def group_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -> pd.DataFrame:
     """Whole groups to one split, stratified by class or label (see assign_groups)."""
     groups = group_labels(manifest, cfg.group_regex)
-    # groups x classes image counts, groups sorted: the same whatever the row order
-    matrix = kind.indicator(manifest["label"], kind.names(manifest["label"]))
-    counts = pd.DataFrame(matrix, index=groups.to_numpy()).groupby(level=0).sum()
+    # groups x classes image counts, rows and columns sorted: the same whatever the row order
+    pairs = kind.pairs(manifest["label"])
+    counts = pd.crosstab(groups.loc[pairs.index].to_numpy(), pairs.to_numpy())
     if len(counts) < 2 + (cfg.test_pct > 0):
         raise StagewiseError(
             f"split=group: only {len(counts)} group(s); need one per split at least"
@@ -323,16 +323,17 @@ def check_classes_train(manifest: pd.DataFrame, split: pd.DataFrame, kind: TaskK
     reported."""
     joined = manifest[["id", "label"]].merge(split, on="id")
     names = kind.names(joined["label"])
-    present = pd.DataFrame(kind.indicator(joined["label"], names), columns=names)
-    in_split = present.groupby(joined["split"].to_numpy()).sum() > 0
-    untrained = [n for n in names if "train" not in in_split.index or not in_split.at["train", n]]
+    pairs = kind.pairs(joined["label"])
+    present = pd.DataFrame({"split": joined["split"].loc[pairs.index], "name": pairs})
+    in_split = present.groupby("split")["name"].unique()
+    untrained = sorted(set(names) - set(in_split.get("train", [])))
     if untrained:
         raise StagewiseError(
             f"split: class(es) {untrained} have no training images under split.strategy; "
             "add images or choose another split"
         )
     for name in ("valid", "test"):
-        if name in in_split.index and (absent := [n for n in names if not in_split.at[name, n]]):
+        if name in in_split and (absent := sorted(set(names) - set(in_split[name]))):
             log.warning("split: class(es) %s have no %s images", absent, name)
 
 
@@ -423,16 +424,18 @@ def groups_per_class(
     joined: pd.DataFrame, groups: pd.Series, kind: TaskKind
 ) -> dict[str, dict[str, list[str]]]:
     """{split: {class or label: sorted group names}} of a manifest joined with its split
-    (regression: {target: groups}, every image counting for every target)."""
-    names = kind.names(joined["label"])
-    matrix = kind.indicator(joined["label"], names) > 0
-    group_of = groups.to_numpy()
+    (regression: {"(images)": groups})."""
+    pairs = kind.pairs(joined["label"])
+    found = pd.DataFrame(
+        {
+            "split": joined["split"].loc[pairs.index],
+            "label": pairs,
+            "group": groups.loc[pairs.index],
+        }
+    ).groupby(["split", "label"])["group"]
     per_class: dict[str, dict[str, list[str]]] = {name: {} for name in SPLITS}
-    for name in SPLITS:
-        in_split = (joined["split"] == name).to_numpy()
-        for column, label in enumerate(names):
-            if (hit := in_split & matrix[:, column]).any():
-                per_class[name][str(label)] = sorted(map(str, set(group_of[hit])))
+    for (name, label), names in found.unique().items():
+        per_class[name][str(label)] = sorted(map(str, names))
     return per_class
 
 

@@ -24,6 +24,8 @@ from pipeline.core.errors import StagewiseError
 Labeller = Callable[[Path, dict | None], object]
 # What a missing value becomes when a tool writes a label column as text (str(nan), str(None)).
 MISSING_LABELS = {"", "nan", "NaN", "None"}
+NONE = "(none)"  # multi-label: the reports' and the split's name for an empty label set
+NONE_IMAGES = "(images)"  # regression: the split's one pseudo-class, every image
 
 
 class Stratify(StrEnum):
@@ -58,8 +60,13 @@ class TaskKind:
         raise NotImplementedError
 
     def indicator(self, labels: pd.Series, names: list[str]) -> np.ndarray:
-        """N x len(names) counts of each class or label per image (what the split balances
-        and reports), float."""
+        """N x len(names): 1 where an image has the class or label, float (a dense matrix:
+        for the few labels of a multi-label task, not for thousands of classes)."""
+        raise NotImplementedError
+
+    def pairs(self, labels: pd.Series) -> pd.Series:
+        """The (image, class) pairs the split balances and reports, long: one value per pair,
+        indexed by the image's label's index (an image with several labels repeats)."""
         raise NotImplementedError
 
     def encode(self, labels: pd.Series, names: list[str]) -> np.ndarray:
@@ -68,9 +75,7 @@ class TaskKind:
 
     def counts(self, labels: pd.Series) -> dict:
         """Per class/label counts (or per target statistics) for the ingest and split reports."""
-        names = self.names(labels)
-        sums = self.indicator(labels, names).sum(axis=0)
-        return {name: int(n) for name, n in zip(names, sums, strict=True)}
+        return {str(k): int(v) for k, v in self.pairs(labels).value_counts().sort_index().items()}
 
     def model_fields(
         self, train_targets: np.ndarray, evaluation: EvalConfig, y_range: list | None
@@ -120,12 +125,12 @@ class SingleLabel(TaskKind):
     def indicator(self, labels: pd.Series, names: list[str]) -> np.ndarray:
         return (labels.to_numpy()[:, None] == np.asarray(names)[None, :]).astype(float)
 
+    def pairs(self, labels: pd.Series) -> pd.Series:
+        return labels
+
     def encode(self, labels: pd.Series, names: list[str]) -> np.ndarray:
         lookup = {label: i for i, label in enumerate(names)}
         return labels.map(lookup).to_numpy(dtype=np.int64)
-
-    def counts(self, labels: pd.Series) -> dict:
-        return {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
 
 
 class MultiLabel(TaskKind):
@@ -187,8 +192,10 @@ class MultiLabel(TaskKind):
             matrix[row, [column[name] for name in cell if name in column]] = 1.0
         return matrix
 
-    def counts(self, labels: pd.Series) -> dict:
-        return {**super().counts(labels), "(none)": int(sum(len(cell) == 0 for cell in labels))}
+    def pairs(self, labels: pd.Series) -> pd.Series:
+        """Every label of every image, and "(none)" for an image without: the split balances
+        and reports images that have none too (a group of them must not all land in one split)."""
+        return labels.map(lambda cell: list(cell) or [NONE]).explode()
 
 
 class Regression(TaskKind):
@@ -255,6 +262,10 @@ class Regression(TaskKind):
     def indicator(self, labels: pd.Series, names: list[str]) -> np.ndarray:
         """Ones: every image counts once for every target (nothing to balance)."""
         return np.ones((len(labels), len(names)))
+
+    def pairs(self, labels: pd.Series) -> pd.Series:
+        """One pseudo-class for every image: group splits balance the images' counts."""
+        return pd.Series(NONE_IMAGES, index=labels.index)
 
     def encode(self, labels: pd.Series, names: list[str]) -> np.ndarray:
         values = [[cell[name] for name in names] for cell in labels]

@@ -43,7 +43,7 @@ def test_whole_pipeline_on_a_folder_of_photos(tmp_path):
             Image.fromarray(pixels).save(photos / label / f"{i:02d}.jpg", quality=90)
     copy = ProjectCopy.create(tmp_path / "project")
     copy.compose("data=folder", f"data.root={photos}", "data.image_size=8", "model.widths=[8,16]",
-                 "train.epochs=10", "train.batch_size=8", "train.augment.flip=true")  # fmt: skip
+                 "train.epochs=4", "train.batch_size=8", "train.augment.flip=true")  # fmt: skip
     assert ran_stages(copy.run("dvc", "repro").stdout) == ALL_STAGES
     report = copy.json("data/ingested/report.json")
     assert (

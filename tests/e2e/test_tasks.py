@@ -32,7 +32,7 @@ FILES = {
 def project(request, tmp_path_factory) -> ProjectCopy:
     task = request.param
     root = tmp_path_factory.mktemp(task)
-    table = write_examples(task, root / "examples", images=240)
+    table = write_examples(task, root / "examples", images=160)
     copy = ProjectCopy.create(root / "project")
     copy.compose(*TINY, f"task={task}", "data=table", f"data.table={table}",
                  "data.channels=1", *TASKS[task])  # fmt: skip
@@ -46,7 +46,7 @@ def project(request, tmp_path_factory) -> ProjectCopy:
 def test_repro_writes_the_tasks_metrics_tables_and_mlflow_run(project):
     kind = task_kind(project.task)
     valid, test = project.json("metrics/valid.json"), project.json("metrics/test.json")
-    assert valid["images"] + test["images"] < 240 and test["test_evaluations"] == 1
+    assert valid["images"] + test["images"] < 160 and test["test_evaluations"] == 1
     main = kind.main_metric.removeprefix("valid_")  # f1_samples / rmse
     assert np.isfinite(valid[main]) and np.isfinite(test[main])
     assert {p.name for p in (project.root / "plots/valid").iterdir()} == FILES[project.task]
