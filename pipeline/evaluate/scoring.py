@@ -51,5 +51,6 @@ def score_split(
 
 
 def headline(metrics: dict) -> dict:
-    """The metrics without the per-class breakdown: what DVC shows as columns."""
-    return {k: v for k, v in metrics.items() if k != "per_class"}
+    """The metrics without the per-class breakdown and curves (multi-label's F1 against the
+    threshold): the numbers DVC shows as columns."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict | list)}

@@ -60,8 +60,8 @@ class TaskKind:
         raise NotImplementedError
 
     def indicator(self, labels: pd.Series, names: list[str]) -> np.ndarray:
-        """N x len(names): 1 where an image has the class or label, float (a dense matrix:
-        for the few labels of a multi-label task, not for thousands of classes)."""
+        """N x len(names): 1 where an image has the label, float; what iterative
+        stratification splits (a kind whose stratify is label_sets has it)."""
         raise NotImplementedError
 
     def pairs(self, labels: pd.Series) -> pd.Series:
@@ -71,7 +71,7 @@ class TaskKind:
 
     def encode(self, labels: pd.Series, names: list[str]) -> np.ndarray:
         """The training targets of these images."""
-        return self.indicator(labels, names).astype(np.float32)
+        raise NotImplementedError
 
     def counts(self, labels: pd.Series) -> dict:
         """Per class/label counts (or per target statistics) for the ingest and split reports."""
@@ -121,9 +121,6 @@ class SingleLabel(TaskKind):
 
     def names(self, labels: pd.Series) -> list[str]:
         return sorted(labels.unique())
-
-    def indicator(self, labels: pd.Series, names: list[str]) -> np.ndarray:
-        return (labels.to_numpy()[:, None] == np.asarray(names)[None, :]).astype(float)
 
     def pairs(self, labels: pd.Series) -> pd.Series:
         return labels
@@ -192,6 +189,9 @@ class MultiLabel(TaskKind):
             matrix[row, [column[name] for name in cell if name in column]] = 1.0
         return matrix
 
+    def encode(self, labels: pd.Series, names: list[str]) -> np.ndarray:
+        return self.indicator(labels, names).astype(np.float32)
+
     def pairs(self, labels: pd.Series) -> pd.Series:
         """Every label of every image, and "(none)" for an image without: the split balances
         and reports images that have none too (a group of them must not all land in one split)."""
@@ -258,10 +258,6 @@ class Regression(TaskKind):
 
     def names(self, labels: pd.Series) -> list[str]:
         return [] if labels.empty else list(labels.iloc[0])
-
-    def indicator(self, labels: pd.Series, names: list[str]) -> np.ndarray:
-        """Ones: every image counts once for every target (nothing to balance)."""
-        return np.ones((len(labels), len(names)))
 
     def pairs(self, labels: pd.Series) -> pd.Series:
         """One pseudo-class for every image: group splits balance the images' counts."""

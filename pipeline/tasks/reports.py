@@ -168,6 +168,7 @@ class MultiLabelReport(Report):
             **result,
             "best_threshold": best["threshold"],
             "f1_samples_at_best_threshold": best["f1_samples"],
+            "threshold_curve": curve,  # for the table and figure; not a headline number
         }
 
     def image_losses(self, scored):
@@ -188,11 +189,11 @@ class MultiLabelReport(Report):
         ]
 
     def tables(self, scored, worst):
-        curve = m.threshold_curve(scored.actual, scored.outputs, THRESHOLDS)
+        curve = scored.metrics["threshold_curve"]
         return [*super().tables(scored, worst), Table("threshold.csv", curve)]
 
     def figures(self, scored, worst):
-        curve = m.threshold_curve(scored.actual, scored.outputs, THRESHOLDS)
+        curve = scored.metrics["threshold_curve"]
         figure = plots.threshold_figure(curve, scored.metrics["threshold"], scored.split)
         return {**super().figures(scored, worst), "threshold.png": figure}
 
@@ -214,11 +215,16 @@ class RegressionReport(Report):
     def metrics(self, actual, outputs, names, cfg, spec):
         return m.regression_metrics(actual, outputs, names)
 
+    @staticmethod
+    def standardized_errors(scored) -> np.ndarray:
+        """N x targets errors, each in units of its train-split standard deviation (what
+        training minimizes), so no target's units dominate."""
+        std = np.maximum(np.asarray(scored.spec.target_std), 1e-12)
+        return (scored.outputs - scored.actual) / std
+
     def image_losses(self, scored):
-        """The squared error summed over the targets, each in units of its train-split
-        standard deviation (what training minimizes), so no target's units dominate."""
-        std = np.asarray(scored.spec.target_std)
-        return (((scored.outputs - scored.actual) / np.maximum(std, 1e-12)) ** 2).sum(axis=1)
+        """The squared standardized error summed over the targets."""
+        return (self.standardized_errors(scored) ** 2).sum(axis=1)
 
     def describe_row(self, scored, i):
         def values(row: np.ndarray) -> str:
@@ -228,11 +234,8 @@ class RegressionReport(Report):
 
     def cam_outputs(self, scored, worst):
         """The target with the largest standardized error."""
-        std = np.maximum(np.asarray(scored.spec.target_std), 1e-12)
-        return [
-            int((np.abs(scored.outputs[row["index"]] - scored.actual[row["index"]]) / std).argmax())
-            for row in worst
-        ]
+        errors = np.abs(self.standardized_errors(scored))
+        return [int(errors[row["index"]].argmax()) for row in worst]
 
     def tables(self, scored, worst):
         rows = [
