@@ -52,6 +52,17 @@ def at_step(metrics: dict[str, float], step: int) -> list[Metric]:
     return [Metric(k, float(v), now, step) for k, v in metrics.items()]
 
 
+DATASET_RACE_ATTEMPTS = 3
+
+
+def raced_on_dataset(error: Exception) -> bool:
+    """Whether a write failed because another run inserted the same dataset first
+    (PostgreSQL, MySQL and sqlite word a unique-key violation differently)."""
+    message = str(error)
+    duplicate = ("UniqueViolation", "Duplicate entry", "UNIQUE constraint failed")
+    return "dataset" in message and any(word in message for word in duplicate)
+
+
 @dataclass(frozen=True)
 class Run:
     """One MLflow run of a store: what stages log into."""
@@ -125,7 +136,16 @@ class Run:
             )
             for split, context in splits.items()
         ]
-        self.store.client.log_inputs(self.id, inputs)
+        for attempt in range(DATASET_RACE_ATTEMPTS):
+            try:
+                self.store.client.log_inputs(self.id, inputs)
+                return
+            except mlflow.exceptions.MlflowException as e:
+                # MLflow looks the dataset up, then inserts it: when a parallel run inserted
+                # the same split in between, ours fails on the unique key and rolls back.
+                # The dataset exists now, so the next call finds it and only links it.
+                if not raced_on_dataset(e) or attempt == DATASET_RACE_ATTEMPTS - 1:
+                    raise
 
     def end(self, status: str) -> None:
         self.store.client.set_terminated(self.id, status)

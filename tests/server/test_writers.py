@@ -4,12 +4,16 @@ or lets time out shows as a failed process, a run not FINISHED or a missing epoc
 
 import shutil
 import subprocess
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from pipeline.core.paths import Paths
 from pipeline.tasks.kinds import SINGLE_LABEL
-from pipeline.tracking.runs import curve_name
+from pipeline.tracking.runs import Run, curve_name
+from pipeline.tracking.store import reconnect
 from tests.project import TINY
 from tests.server.test_server import ServerProject
 
@@ -103,6 +107,27 @@ def test_eight_trainings_started_at_once_all_finish_with_every_epoch(
     )
     assert sorted(r.data.params["seed"] for r in runs) == [str(s) for s in range(WRITERS)]
     assert_complete(client, runs)
+
+
+def test_runs_logging_the_same_split_at_the_same_moment_all_record_it(
+    prepared, experiment, client, server
+):
+    """MLflow looks a dataset up, then inserts it: runs that log the same split at the same
+    moment race on its unique key (a CI run lost one of the eight trainings above to it)."""
+    store = reconnect(server.uri, None)
+    experiment_id = store.experiment_id(experiment)
+    runs = [Run(store, client.create_run(experiment_id).info.run_id) for _ in range(WRITERS)]
+    together = threading.Barrier(WRITERS)
+
+    def log(run: Run) -> None:
+        together.wait()
+        run.log_split_inputs(Paths(prepared.root), {"train": "training", "valid": "validation"})
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        list(pool.map(log, runs))
+    for run in runs:
+        inputs = client.get_run(run.id).inputs.dataset_inputs
+        assert sorted(i.dataset.name for i in inputs) == ["train", "valid"], run.id
 
 
 def test_an_eight_job_parallel_sweep_finishes_every_job(prepared, experiment, client):
