@@ -13,10 +13,11 @@ from sklearn import metrics as sk
 
 from pipeline.core.errors import StagewiseError
 from pipeline.data.ingest import ingest
-from pipeline.data.split import assign_splits, split_report
+from pipeline.data.split import SplitRows, assign_splits, split_report
 from pipeline.evaluate.metrics import multilabel_metrics, regression_metrics
 from pipeline.tasks.heads import MultiLabelHead, make_head
 from pipeline.tasks.kinds import MultiLabel, Regression, task_kind
+from pipeline.train.learner import model_spec
 from tests.conftest import compose_config
 
 RNG = np.random.default_rng(0)
@@ -220,6 +221,20 @@ def test_model_settings_that_do_not_fit_the_task_fail_in_one_line(task, override
     y_range = list(cfg.model.y_range) if cfg.model.y_range is not None else None
     with pytest.raises(StagewiseError, match=message):
         task_kind(cfg.task).model_fields(np.array([[1.0], [5.0]]), cfg.eval, y_range)
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_label_smoothing_is_off_for_tasks_without_classes_and_refused_when_set(task):
+    """The default train.label_smoothing (0.1) softens a softmax's targets: the other tasks'
+    configs turn it off, so their runs do not log a setting that did nothing."""
+    targets = np.array([[1.0], [5.0]], dtype=np.float32)
+    train = SplitRows(np.arange(2), np.arange(2), targets, ["y"], Path("-"), (8, 8, 1))
+    stats = {"mean": [0.5], "std": [0.2]}
+    assert model_spec(compose_config(f"task={task}"), train, stats).task == task
+    cfg = compose_config(f"task={task}", "train.label_smoothing=0.1")
+    with pytest.raises(StagewiseError, match=f"label_smoothing=0.1 .*task={task} .*=0$"):
+        model_spec(cfg, train, stats)
+    assert compose_config().train.label_smoothing == 0.1
 
 
 def test_a_metric_the_task_lacks_fails_naming_the_task_and_its_metrics():

@@ -43,6 +43,7 @@ class TaskKind:
     gate_metric: str  # the test metric eval.register_min_accuracy is compared with
     stratify: Stratify
     counts_key = "classes"  # the reports' key for counts()
+    smooths_labels = False  # whether train.label_smoothing means anything
 
     def labeller(self, cfg: DataConfig, text_labeller: Callable[[], Labeller]) -> Labeller:
         """How an image gets its label; text_labeller builds the single-label one."""
@@ -94,6 +95,13 @@ class TaskKind:
             )
         return {"task": str(self.task)}
 
+    def check_label_smoothing(self, label_smoothing: float) -> None:
+        if label_smoothing and not self.smooths_labels:
+            raise StagewiseError(
+                f"train.label_smoothing={label_smoothing} softens single-label targets; "
+                f"task={self.task} takes its targets as they are: set train.label_smoothing=0"
+            )
+
     @property
     def monitors(self) -> tuple[str, ...]:
         """What early stopping, keep-best and a sweep's objective may watch."""
@@ -108,6 +116,7 @@ class TaskKind:
 
 class SingleLabel(TaskKind):
     task = Task.single_label
+    smooths_labels = True
     epoch_metrics = ("valid_accuracy", "valid_error_rate")
     main_metric = "valid_error_rate"
     gate_metric = "accuracy"

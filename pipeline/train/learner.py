@@ -84,7 +84,9 @@ def model_spec(cfg: Config, train: SplitRows, stats: dict) -> ModelSpec:
     needs to read the outputs, saved beside it."""
     size, _, channels = train.image_shape
     y_range = list(cfg.model.y_range) if cfg.model.y_range is not None else None
-    task = task_kind(cfg.task).model_fields(train.targets, cfg.eval, y_range)
+    kind = task_kind(cfg.task)
+    kind.check_label_smoothing(cfg.train.label_smoothing)
+    task = kind.model_fields(train.targets, cfg.eval, y_range)
     return ModelSpec(
         arch=cfg.model.arch, classes=train.classes, channels=channels, image_size=size,
         mean=stats["mean"], std=stats["std"], widths=cfg.model.widths, dropout=cfg.model.dropout,
