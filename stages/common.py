@@ -1,6 +1,7 @@
 """Start-up shared by every stage: Hydra on the tracked params.yaml, a schema check, and
 one-line errors instead of tracebacks."""
 
+import json
 import logging
 import os
 import signal
@@ -83,11 +84,41 @@ def config_groups() -> set[str]:
     return {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
 
 
-def group_choices(arguments: list[str]) -> list[str]:
+def group_choices(arguments: list[str], params: Path = PROJECT_ROOT / "params.yaml") -> list[str]:
     """`model=resnet18` means conf/model/resnet18.yaml, as in `dvc exp run -S`: params.yaml
-    has no defaults list, so the group's config is merged over its keys (`+model=...`)."""
-    groups = config_groups()
-    return [f"+{arg}" if arg.split("=", 1)[0] in groups else arg for arg in arguments]
+    has no defaults list, so the group's config is merged over its keys (`+model=...`), and
+    then the task's settings of that group, as conf/config.yaml applies the task last."""
+    groups, chosen = config_groups(), []
+    for arg in arguments:
+        group = arg.split("=", 1)[0]
+        chosen += (
+            [f"+{arg}", *task_settings(group, arguments, params)] if group in groups else [arg]
+        )
+    return chosen
+
+
+def task_settings(group: str, arguments: list[str], params: Path) -> list[str]:
+    """conf/task/<task>.yaml's keys in group, as overrides: train=fine_tune would otherwise
+    bring back single-label's label smoothing and, for regression, the augmentations that move
+    pixels. Keys the command line sets itself (or a part of them) are left to it."""
+    task = next((arg.split("=", 1)[1] for arg in arguments if arg.startswith("task=")), None)
+    overlay = OmegaConf.load(CONF / "task" / f"{task or OmegaConf.load(params).task}.yaml")
+    if group == "task" or group not in overlay:
+        return []
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in arguments if "=" in arg}
+    given -= config_groups()  # choices of a group's file, not settings of its keys
+    return [
+        f"{key}={json.dumps(value)}"
+        for key, value in leaves(OmegaConf.to_container(overlay[group]), group)
+        if not any(key == g or key.startswith(f"{g}.") for g in given)
+    ]
+
+
+def leaves(node: Any, key: str) -> list[tuple[str, Any]]:
+    """{"augment": {"flip": False}} under "train" -> [("train.augment.flip", False)]."""
+    if not isinstance(node, dict):
+        return [(key, node)]
+    return [leaf for k, v in node.items() for leaf in leaves(v, f"{key}.{k}")]
 
 
 def exit_on_sigterm() -> None:

@@ -5,16 +5,18 @@ import subprocess
 import sys
 from dataclasses import MISSING, Field, fields, is_dataclass
 from enum import EnumMeta
+from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from pipeline.core.config import Config, defining_config, to_dict
 from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import PROJECT_ROOT
 from pipeline.tracking.runs import flatten
-from stages.common import validated
+from stages.common import SEARCH_PATH, group_choices, validated
 from tests.conftest import compose_config
 from tests.project import ProjectCopy
 
@@ -119,6 +121,30 @@ def test_the_config_as_a_dict_is_params_yaml_in_plain_values():
     assert yaml.safe_dump(defining_config(cfg))
     assert flatten(to_dict(cfg))["split.strategy"] == params["split"]["strategy"] == "random"
     assert json.dumps(cfg.train.device) == '"auto"' and f"{cfg.data.resize}" == "squish"
+
+
+def stage_config(params: Path, *arguments: str) -> Config:
+    """What a stage's command line composes (stages/common.py): that params.yaml, conf/'s
+    groups on the search path."""
+    with initialize_config_dir(config_dir=str(params.parent), version_base=None):
+        overrides = [SEARCH_PATH, *group_choices(list(arguments), params)]
+        return validated(compose(config_name=params.stem, overrides=overrides))
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_a_group_chosen_on_a_stage_command_line_keeps_the_tasks_settings(tmp_path, task):
+    """The task is applied last in conf/ (label smoothing 0, regression's augmentation off);
+    `python -m stages.train train=fine_tune` merged conf/train/fine_tune.yaml over params.yaml
+    and brought single-label's back, as `dvc exp run -S train=fine_tune` does not."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(to_dict(compose_config(f"task={task}"))))
+    expected = compose_config(f"task={task}", "train=fine_tune").train
+    assert stage_config(params, "train=fine_tune").train == expected
+    assert expected.label_smoothing == 0 and expected.augment.crop == (
+        1 if task == "regression" else 0.35
+    )
+    flip = stage_config(params, "train=fine_tune", "train.augment.flip=true").train.augment.flip
+    assert flip is True  # the command line's own keys still win
 
 
 @pytest.fixture(scope="module")
