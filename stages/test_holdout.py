@@ -48,6 +48,11 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
     if cfg.eval.register_as and scored.metrics[gate] >= cfg.eval.register_min_accuracy:
         version = register_candidate(run, run_info["model_uri"], cfg.eval.register_as, metrics)
         log.info("registered as %s version %s, alias candidate", cfg.eval.register_as, version)
+    elif cfg.eval.register_as:  # said, since R² is below the default 0.0 for a poor model
+        log.warning(
+            "not registered as %s: test %s %.4g is under eval.register_min_accuracy=%g",
+            cfg.eval.register_as, gate, scored.metrics[gate], cfg.eval.register_min_accuracy,
+        )  # fmt: skip
     return scored.metrics
 
 

@@ -216,7 +216,7 @@ def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(
     assert len(project.json("data/holdout_ledger.json")) == 2
 
 
-def test_test_holdout_registers_a_candidate_when_asked(project):
+def test_test_holdout_registers_a_candidate_when_asked(project, caplog):
     from stages import test_holdout
     from tests.conftest import compose_config
 
@@ -235,6 +235,11 @@ def test_test_holdout_registers_a_candidate_when_asked(project):
         Paths(project.root),
     )
     assert not mlflow_client(project).search_registered_models("name = 'strict'")
+    accuracy = project.json("metrics/test.json")["accuracy"]
+    assert (
+        f"not registered as strict: test accuracy {accuracy:.4g} is under "
+        "eval.register_min_accuracy=1.01" in caplog.text
+    )
 
 
 def test_served_model_answers_raw_pixels_like_test_holdout(project):
