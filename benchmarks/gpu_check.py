@@ -4,7 +4,7 @@ train.compile, data on the device vs streamed, and train.devices=auto. Prints on
 
 Run through benchmarks/gpu_check.sh (which builds the environment first). Without CUDA it
 fails unless given --cpu-dry-run: tiny sizes, the same code paths minus the CUDA-only ones
-(bf16 autocast, channels_last, torch.compile and pinned memory are skipped by the code itself
+(bf16 autocast, torch.compile and pinned memory are skipped by the code itself
 on the CPU), to check the script end to end on a machine without a GPU.
 
 Steps:
@@ -200,7 +200,7 @@ def main() -> None:
             table.append(f"| {row.name} | {cells}|")
             print(table[-1], flush=True)
     n_train = read_train_size(sizes)
-    mode = "CPU dry run (tiny sizes; bf16/channels_last/compile/pinned memory off)"
+    mode = "CPU dry run (tiny sizes; bf16/compile/pinned memory off)"
     print()
     print(f"## GPU check: {mode if args.cpu_dry_run else 'CUDA'}")
     print()

@@ -44,6 +44,6 @@ class Normalizer:
         """The model's input for a uint8 batch; transform (augmentation) sees the float batch
         in [0, 1] before it is normalized."""
         x = to_float(batch.to(self.mean.device, non_blocking=True))
-        if transform is not None:
-            x = transform(x)
+        if transform is not None:  # resampling returns a plain N x C x H x W tensor
+            x = transform(x).contiguous(memory_format=torch.channels_last)
         return normalize(x, self.mean, self.std)

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import uuid
-import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -185,33 +184,8 @@ def wrap(model: nn.Module, sync_bn: bool, device: torch.device) -> nn.Module:
         return model
     if sync_bn:  # in place: state.model (saved, checkpointed) holds the same layers
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for param in model.parameters():  # a false alarm of DDP's, see size_one_stride_warning
-        if 1 in param.shape:
-            warnings.filterwarnings("ignore", size_one_stride_warning(param), UserWarning)
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
-    )
-
-
-def size_one_stride_warning(param: torch.Tensor) -> str:
-    """The pattern of DDP's "Grad strides do not match bucket view strides" warning about
-    `param` when its gradient's strides differ from the param's only in size-1 dimensions.
-
-    Such a stride multiplies only index 0, so both tensors lay their elements out alike:
-    autograd's layout contract ignores those strides (it keeps the gradient as it came), but
-    DDP's reducer compares all of them, and copies the gradient into its bucket either way.
-    A 1-channel conv's weight (32 x 1 x 3 x 3) meets it whenever its input arrives with
-    channels_last strides (preprocess's permute, when no augmentation resamples it): the
-    convolution then returns its gradient with the strides (9, 1, 3, 1), the param's are
-    (9, 9, 3, 1). A mismatch in another dimension still warns."""
-    sizes = ", ".join(map(str, param.shape))
-    pairs = zip(param.shape, param.stride(), strict=True)
-    grad = ", ".join(r"\d+" if n == 1 else str(s) for n, s in pairs)
-    bucket = ", ".join(map(str, param.stride()))
-    return (
-        r"(?s)Grad strides do not match bucket view strides\..*"
-        rf"grad\.sizes\(\) = \[{sizes}\], strides\(\) = \[{grad}\]\n"
-        rf"bucket_view\.sizes\(\) = \[{sizes}\], strides\(\) = \[{bucket}\]"
     )
 
 
