@@ -9,7 +9,7 @@ of each workload is not counted):
   resnet18 - torchvision resnet18 (random weights) on 256 random 64x64 RGB images.
 Prints, per workload, the median epoch time of each layout and the median of the plain /
 channels_last ratios of paired runs (> 1: channels_last is faster). CPU: 1 thread
-(train.cpu_threads' default). Takes about 2 minutes on a 2-core machine.
+(train.cpu_threads' default). Takes about a minute on a 2-core machine.
 
     python benchmarks/channels_last_cpu.py [--epochs 2] [--pairs 3]
 """
