@@ -30,6 +30,12 @@ def run(cfg: Config, paths: Paths = Paths()) -> str:
         raise StagewiseError(
             f"no runs found for {'sweep ' + sweep if sweep else cfg.tracking.experiment}"
         )
+    if not any(metric in r["metrics"] for r in runs):
+        logged = sorted({m for r in runs for m in r["metrics"] if m.startswith("valid_")})
+        raise StagewiseError(
+            f"compare.metric={metric}: none of the {len(runs)} run(s) logged it; they logged "
+            f"{', '.join(logged) or 'no valid_ metric'}"
+        )
     table = runs_table(runs, metric)
     name = sweep or cfg.tracking.experiment
     out = PROJECT_ROOT / "comparison" / name

@@ -3,11 +3,13 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline.core.errors import StagewiseError
 from pipeline.core.io import file_md5
 from pipeline.core.paths import Paths
 from pipeline.tracking import store as tracking_store
 from pipeline.tracking.runs import flatten, training_run
 from pipeline.tracking.store import local_store_uri
+from tests.conftest import compose_config
 
 CONFIG = {"tracking": {"experiment": "unit"}, "train": {"lr": 0.1, "augment": {"flip": False}}}
 
@@ -51,6 +53,21 @@ def test_a_run_that_dies_is_marked_failed_or_killed(paths, error, status):
     with pytest.raises(error), training_run(paths, CONFIG, {}):
         raise error()
     assert only_run(paths)[0].info.status == status
+
+
+def test_compare_refuses_a_metric_no_run_logged_naming_those_they_did(paths):
+    """A metric of another task (or a typo) gave a table with an empty column, exit 0."""
+    from stages import compare
+
+    with training_run(paths, CONFIG, {"stage": "train"}) as run:
+        run.log_metrics({"valid_rmse": 1.5, "valid_r2": 0.9, "train_loss": 0.2})
+    cfg = compose_config("tracking.experiment=unit", "compare.metric=valid_f1_samples")
+    with pytest.raises(
+        StagewiseError,
+        match=r"^compare.metric=valid_f1_samples: none of the 1 run\(s\) logged it; they "
+        r"logged valid_r2, valid_rmse$",
+    ):
+        compare.run(cfg, paths)
 
 
 def test_flatten_nests_with_dots_and_stringifies():
