@@ -9,7 +9,7 @@ DVC experiments write a sealed metrics/test.json.
 
 import logging
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, config_digest
 from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json, write_json
 from pipeline.core.paths import Paths
@@ -18,7 +18,7 @@ from pipeline.evaluate.scoring import headline, score_split
 from pipeline.tasks.kinds import task_kind
 from pipeline.tracking.ledger import server_ledger
 from pipeline.tracking.models import register_candidate
-from pipeline.tracking.runs import Run, trained_run
+from pipeline.tracking.runs import CONFIG_DIGEST_TAG, Run, trained_run
 from stages.common import entrypoint, is_multirun
 
 log = logging.getLogger("stagewise")
@@ -30,7 +30,10 @@ def run(cfg: Config, paths: Paths = Paths()) -> dict:
         return seal(paths, run)
     scored = score_split(paths, "test", cfg.eval, cfg.train.augment)
     test_digest = read_json(paths.split_report, "split")["splits"]["test"]["digest"]
-    evaluation = holdout.new_evaluation(test_digest, cfg, run.id)
+    # The model's own configuration: `python -m stages.train train.lr=...` trains another
+    # model under the same params.yaml. A run from before the tag falls back to this stage's.
+    trained_config = run.tags().get(CONFIG_DIGEST_TAG) or config_digest(cfg)
+    evaluation = holdout.new_evaluation(test_digest, trained_config, run.id)
     shared = server_ledger(run.store)  # a tracking server's; None: data/holdout_ledger.json
     ledger, others = holdout.record_evaluation(paths.holdout_ledger, evaluation, shared)
     if others:

@@ -19,7 +19,14 @@ from pipeline.model.predict import predict_files
 from pipeline.tasks.heads import MultiLabelHead
 from pipeline.tasks.kinds import task_kind
 from pipeline.tracking.models import log_model, run_model_files
-from pipeline.tracking.runs import MetricBuffer, Run, curve_name, end_abandoned_run, training_run
+from pipeline.tracking.runs import (
+    CONFIG_DIGEST_TAG,
+    MetricBuffer,
+    Run,
+    curve_name,
+    end_abandoned_run,
+    training_run,
+)
 from pipeline.tracking.store import check_reachable
 from pipeline.train.activation_report import write_activation_report
 from pipeline.train.activations import ActivationStats
@@ -73,6 +80,7 @@ def train(
     if world_size() > 1:
         tags["train.processes"] = str(world_size())
     identity = config_digest(cfg, data=tags)  # a checkpoint resumes only the same training
+    tags[CONFIG_DIGEST_TAG] = config_digest(cfg)  # what the holdout ledger counts
     resume = load_checkpoint(out.checkpoint, identity) if cfg.train.resume else None
     fit_model = partial(
         fit, learner.model, learner.train, learner.valid, cfg.train, learner.normalizer, cfg.seed,

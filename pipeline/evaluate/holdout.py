@@ -14,7 +14,6 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.core.config import Config, config_digest
 from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json, write_json
 
@@ -30,9 +29,10 @@ class Evaluation:
     time: str
 
 
-def new_evaluation(test_digest: str, cfg: Config, run_id: str) -> Evaluation:
+def new_evaluation(test_digest: str, trained_config: str, run_id: str) -> Evaluation:
+    """trained_config: config_digest of the configuration the scored model was trained with."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    return Evaluation(test_digest, config_digest(cfg), run_id, now)
+    return Evaluation(test_digest, trained_config, run_id, now)
 
 
 def record(ledger: list[dict], evaluation: Evaluation) -> tuple[list[dict], list[dict]]:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Set during a sweep: the parent run that each job's run becomes a child of.
 SWEEP_RUN_ENV = "STAGEWISE_SWEEP_RUN_ID"  # stages/common.py reads it without importing this
 MAX_PARAM_LENGTH = 6000
+# The training run's tag holding pipeline.core.config.config_digest of its configuration.
+CONFIG_DIGEST_TAG = "config.digest"
 MAX_METRICS_PER_CALL = 1000  # MLflow's limit for log_batch
 MAX_PARAMS_PER_CALL = 100
 
@@ -104,6 +106,9 @@ class Run:
         return (
             f"#/experiments/{experiment}/runs/{self.id}/model-metrics?workflowType=machine_learning"
         )
+
+    def tags(self) -> dict[str, str]:
+        return self.store.client.get_run(self.id).data.tags
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():

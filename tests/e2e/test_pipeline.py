@@ -193,7 +193,7 @@ def test_training_input_errors_and_the_one_batch_sanity_check(project):
     assert (project.root / "models/model.safetensors").read_bytes() == before
 
 
-def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(project):
+def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(project, caplog):
     assert project.json("metrics/test.json")["test_evaluations"] == 1
     project.compose("train.epochs=1", "model.widths=[8,16]")
     result = project.run("dvc", "repro")
@@ -214,6 +214,16 @@ def test_scoring_another_configuration_on_the_test_split_is_recorded_and_warned(
         refused.returncode != 0 and "refuses to run in a sweep" in refused.stdout + refused.stderr
     )
     assert len(project.json("data/holdout_ledger.json")) == 2
+    # A model trained with a command-line override under the same params.yaml is another
+    # configuration: the ledger counts the trained run's, not test-holdout's own.
+    from stages import test_holdout, train
+    from tests.conftest import compose_config
+
+    params = (*TINY, "train.epochs=1", "model.widths=[8,16]")  # params.yaml's, as composed
+    train.run(compose_config(*params, "seed=7"), Paths(project.root))  # in this process: faster
+    test_holdout.run(compose_config(*params), Paths(project.root))
+    assert project.json("metrics/test.json")["test_evaluations"] == 3
+    assert "THE TEST SET HAS BEEN USED BEFORE" in caplog.text
 
 
 def test_test_holdout_registers_a_candidate_when_asked(project, caplog):

@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 
 import pytest
 
+from pipeline.core.config import config_digest
 from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json
 from pipeline.core.paths import ModelFiles, Paths
@@ -90,7 +91,9 @@ def test_processes_recording_at_once_lose_no_evaluation(server, monkeypatch, tmp
     evaluations = [
         [
             holdout.new_evaluation(
-                test_digest, replace(CFG, seed=100 * p + i), f"run-{uuid.uuid4().hex}"
+                test_digest,
+                config_digest(replace(CFG, seed=100 * p + i)),
+                f"run-{uuid.uuid4().hex}",
             )
             for i in range(per_process)
         ]
@@ -119,7 +122,7 @@ def test_a_teammate_who_may_not_write_the_ledger_gets_one_line(server, monkeypat
 
     admin_client(server, monkeypatch)
     store = reconnect(server.uri, None)
-    evaluation = holdout.new_evaluation(uuid.uuid4().hex, CFG, "run-of-the-admin")
+    evaluation = holdout.new_evaluation(uuid.uuid4().hex, config_digest(CFG), "run-of-the-admin")
     ledger.record(store, asdict(evaluation))  # the ledger's experiment exists
     name = f"reader-{uuid.uuid4().hex[:8]}"
     get_app_client("basic-auth", tracking_uri=server.uri).create_user(name, "reader-pass-1234")
