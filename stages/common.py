@@ -72,12 +72,13 @@ def job_dir() -> Path:
 
 
 def upstream_overrides(arguments: list[str]) -> list[str]:
-    """Overrides of data.* or split.* keys: those decide the upstream stages' outputs."""
+    """Overrides of data.* or split.* keys or of the task: those decide the upstream stages'
+    outputs (ingest reads labels as the task says)."""
 
     def group(argument: str) -> str:
         return argument.split("=", 1)[0].lstrip("+~").split(".")[0]
 
-    return [arg for arg in arguments if "=" in arg and group(arg) in ("data", "split")]
+    return [arg for arg in arguments if "=" in arg and group(arg) in ("data", "split", "task")]
 
 
 def config_groups() -> set[str]:
@@ -102,7 +103,10 @@ def task_settings(group: str, arguments: list[str], params: Path) -> list[str]:
     bring back single-label's label smoothing and, for regression, the augmentations that move
     pixels. Keys the command line sets itself (or a part of them) are left to it."""
     task = next((arg.split("=", 1)[1] for arg in arguments if arg.startswith("task=")), None)
-    overlay = OmegaConf.load(CONF / "task" / f"{task or OmegaConf.load(params).task}.yaml")
+    overlay_file = CONF / "task" / f"{task or OmegaConf.load(params).task}.yaml"
+    if not overlay_file.exists():  # no such task: Hydra says so, listing the choices
+        return []
+    overlay = OmegaConf.load(overlay_file)
     if group == "task" or group not in overlay:
         return []
     given = {arg.split("=", 1)[0].lstrip("+~") for arg in arguments if "=" in arg}

@@ -16,7 +16,7 @@ from pipeline.core.config import Config, defining_config, to_dict
 from pipeline.core.errors import StagewiseError
 from pipeline.core.paths import PROJECT_ROOT
 from pipeline.tracking.runs import flatten
-from stages.common import SEARCH_PATH, group_choices, validated
+from stages.common import SEARCH_PATH, group_choices, upstream_overrides, validated
 from tests.conftest import compose_config
 from tests.project import ProjectCopy
 
@@ -145,6 +145,15 @@ def test_a_group_chosen_on_a_stage_command_line_keeps_the_tasks_settings(tmp_pat
     )
     flip = stage_config(params, "train=fine_tune", "train.augment.flip=true").train.augment.flip
     assert flip is True  # the command line's own keys still win
+
+
+def test_a_stage_sweep_of_the_task_is_refused_like_one_of_data_or_split():
+    """A stage sweep trains on the data ingested for params.yaml's task; ingest reads labels
+    as the task says, so another task needs `dvc exp run -S task=...` instead."""
+    sweep = ["task=multilabel,regression", "train.lr=0.1,0.2", "split.seed=1", "+data.x=1"]
+    assert upstream_overrides(sweep) == ["task=multilabel,regression", "split.seed=1", "+data.x=1"]
+    # no such task file: left to Hydra, which names the choices (it raised FileNotFoundError)
+    assert group_choices(["task=nope", "train=fine_tune"]) == ["+task=nope", "+train=fine_tune"]
 
 
 @pytest.fixture(scope="module")
