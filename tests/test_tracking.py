@@ -9,6 +9,7 @@ from pipeline.core.paths import Paths
 from pipeline.tracking import store as tracking_store
 from pipeline.tracking.runs import flatten, training_run
 from pipeline.tracking.store import local_store_uri
+from pipeline.tracking.sweeps import runs_of
 from tests.conftest import compose_config
 
 CONFIG = {"tracking": {"experiment": "unit"}, "train": {"lr": 0.1, "augment": {"flip": False}}}
@@ -61,6 +62,9 @@ def test_compare_refuses_a_metric_no_run_logged_naming_those_they_did(paths):
 
     with training_run(paths, CONFIG, {"stage": "train"}) as run:
         run.log_metrics({"valid_rmse": 1.5, "valid_r2": 0.9, "train_loss": 0.2})
+    with training_run(paths, CONFIG, {"stage": "lr_find"}) as lr_find:
+        lr_find.log_metrics({"valid_f1_samples": 0.5})  # not a model: compare leaves it out
+    assert [r["run_id"] for r in runs_of(paths, "unit", None)] == [run.id]
     cfg = compose_config("tracking.experiment=unit", "compare.metric=valid_f1_samples")
     with pytest.raises(
         StagewiseError,

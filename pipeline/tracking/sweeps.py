@@ -72,12 +72,17 @@ def finish_sweep(parent: Run, jobs: int, failed: int, metric: str) -> dict:
 
 
 def runs_of(paths: Paths, experiment: str, sweep: str | None) -> list[dict]:
-    """The runs of a sweep (children of its parent run), or of a whole experiment (no parents)."""
+    """The runs of a sweep (children of its parent run), or the training runs of a whole
+    experiment (no sweep parents, no lr_find runs: they have no valid metrics to rank by)."""
     store = open_store(paths)
     found = store.client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    query = f"tags.mlflow.parentRunId = '{sweep}'" if sweep else "tags.`sweep.overrides` IS NULL"
+    query = (
+        f"tags.mlflow.parentRunId = '{sweep}'"
+        if sweep
+        else "tags.`sweep.overrides` IS NULL AND tags.stage = 'train'"
+    )
     return [
         {
             "run_id": r.info.run_id,
