@@ -150,7 +150,7 @@ def pipeline_split(paths: Paths, ids: pd.Series) -> np.ndarray:
 
 
 def pipeline_config(task: str, table: Path, overrides: list[str]) -> Config:
-    task_overrides = [f"task={task}", "data=table", f"data.table={table}", "data.channels=1"]
+    task_overrides = [f"task={task}", "data=table", f"data.root={table.parent}", "data.channels=1"]
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base=None):
         composed = compose(
             config_name="config", overrides=[*task_overrides, *TASK_OVERRIDES[task], *overrides]

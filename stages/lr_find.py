@@ -40,7 +40,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> float:
     write_json(paths.lr_find_metrics, {"suggested_lr": found.suggestion})
     figure = lr_find_figure(found.lrs, found.losses, found.suggestion)
     atomic_write(paths.lr_find_plot, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    tags = {"stage": "lr_find", **source_tags("stages.lr_find"), **data_tags(paths)}
+    tags = {"stage": "lr_find", **source_tags("stages.lr_find"), **data_tags(paths, cfg.data)}
     with training_run(paths, to_dict(cfg), tags, f"lr_find-{cfg.model.arch}") as run:
         run.log_series({"lr_find_lr": found.lrs, "lr_find_loss": found.losses})
         run.log_metrics({"suggested_lr": found.suggestion})

@@ -76,7 +76,7 @@ def train(
     learner = create_learner(cfg, paths, partial(run_model_files, paths))
     if cfg.train.overfit_one_batch:
         return sanity_check(cfg, learner)
-    tags = {"stage": "train", **device_tags(learner.device), **data_tags(paths)}
+    tags = {"stage": "train", **device_tags(learner.device), **data_tags(paths, cfg.data)}
     if world_size() > 1:
         tags["train.processes"] = str(world_size())
     identity = config_digest(cfg, data=tags)  # a checkpoint resumes only the same training
@@ -105,7 +105,7 @@ def train(
         if resume:
             relog_lost_epochs(run, resume["history"], epochs)
         else:
-            run.log_split_inputs(paths, {"train": "training", "valid": "validation"})
+            run.log_split_inputs(paths, {"train": "training", "valid": "validation"}, raw=tags)
         inside = ActivationStats(learner.model) if cfg.train.activation_stats else None
         state = fit_model(
             callbacks=callbacks(cfg, run, epochs, Checkpoint(

@@ -20,7 +20,7 @@ def digits():
 
 
 def read(folder: Path, task: str) -> pd.DataFrame:
-    return pd.read_csv(folder / examples.TABLES[task], dtype=str, keep_default_na=False)
+    return pd.read_csv(folder / examples.TABLE, dtype=str, keep_default_na=False)
 
 
 def pixels(folder: Path, path: str) -> np.ndarray:

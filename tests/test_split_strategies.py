@@ -37,7 +37,7 @@ def run_table_stages(
     else:
         table.to_csv(root / name, index=False)
     paths = Paths(root / "project")
-    cfg = compose_config("data=table", f"data.table={root / name}", "data.image_size=4",
+    cfg = compose_config("data=table", f"data.root={root}", f"data.table={root / name}", "data.image_size=4",
                          *overrides)  # fmt: skip
     ingest_stage.run(cfg, paths)
     split_stage.run(cfg, paths)

@@ -35,7 +35,12 @@ def table_project(tmp_path: Path, rows: list[dict]) -> Path:
 def ingested(tmp_path: Path, task: str, rows: list[dict], *overrides: str):
     table = table_project(tmp_path, rows)
     cfg = compose_config(
-        f"task={task}", "data=table", f"data.table={table}", "data.image_size=6", *overrides
+        f"task={task}",
+        "data=table",
+        f"data.root={tmp_path}",
+        f"data.table={table}",
+        "data.image_size=6",
+        *overrides,
     )
     return ingest(cfg.data, tmp_path / "images.npy", task_kind(cfg.task))
 
@@ -93,7 +98,7 @@ def test_regression_reads_the_target_columns_and_lists_rows_without_a_number(tmp
 )
 def test_a_task_without_its_data_fails_in_one_line(tmp_path, task, overrides, message):
     table = table_project(tmp_path, [{"x": 1.0, "y": 2.0, "label": "a"}] * 2)
-    base = ["data=table", f"data.table={table}", "data.image_size=6"]
+    base = ["data=table", f"data.root={tmp_path}", f"data.table={table}", "data.image_size=6"]
     cfg = compose_config(f"task={task}", *base, *overrides)
     with pytest.raises(StagewiseError, match=message) as raised:
         ingest(cfg.data, tmp_path / "images.npy", task_kind(cfg.task))

@@ -100,8 +100,10 @@ class DataLoading(StrEnum):
 @dataclass
 class DataConfig:
     source: Source
-    root: str | None
-    table: str | None
+    # Ingest's DVC dependencies (dvc.yaml), so always paths: the dataset's folder, and the
+    # file that lists its images (data=folder: the folder again; data=digits: its CSV).
+    root: str
+    table: str
     label: Label
     label_regex: str | None
     label_delimiter: str  # task=multilabel: between the labels of one cell or folder name
@@ -262,6 +264,14 @@ class TuneConfig:
 
 
 @dataclass
+class SweepConfig:
+    # A sweep job (Hydra multirun, stages.tune trial) whose job key matches a FINISHED
+    # training run reuses it instead of training (pipeline.tracking.reuse). No stage's
+    # param: turning it off retrains nothing that DVC tracks.
+    reuse: bool
+
+
+@dataclass
 class TrackingConfig:
     experiment: str
     # Also log CPU/GPU/memory use every few seconds (MLflow system metrics).
@@ -280,6 +290,7 @@ class Config:
     serve: ServeConfig
     compare: CompareConfig
     tune: TuneConfig
+    sweep: SweepConfig
     tracking: TrackingConfig
     seed: int
 

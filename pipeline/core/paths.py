@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The embedded default dataset (conf/data/digits.yaml's data.table), in git.
+EMBEDDED_DIGITS = PROJECT_ROOT / "data/raw/digits/digits.csv.gz"
 
 
 @dataclass(frozen=True)

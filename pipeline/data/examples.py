@@ -1,6 +1,6 @@
 """Small example data sets for the multi-label and regression tasks, made from scikit-learn's
 bundled 8x8 digits (nothing is downloaded), written as PNG files plus the table that
-`data=table` reads:
+`data=table` reads (`labels.csv`, its default name):
 
 - multilabel: a 16x16 canvas of 2x2 cells of 8x8; 0 to 3 of the cells hold a digit of
   classes 0-4 (distinct digits, so an image's label set has as many labels as digits), the
@@ -8,7 +8,7 @@ bundled 8x8 digits (nothing is downloaded), written as PNG files plus the table 
   sorted and joined by ";" (an empty cell when the image holds none).
 - regression: one digit at a random place on a 32x32 canvas; the targets are the centre of
   its 8x8 box in pixels from the top-left corner, pixel i spanning [i, i+1) (fastai's
-  head-pose lesson asks for a point the same way). `targets.csv`: path,x,y,group.
+  head-pose lesson asks for a point the same way). `labels.csv`: path,x,y,group.
 
 Every pixel gets mild uniform noise (0..NOISE): without it every empty multi-label image would
 be byte-identical, and ingest keeps one copy of identical files.
@@ -38,7 +38,9 @@ from pipeline.core.errors import StagewiseError
 from pipeline.data.sources import digits_items
 
 TASKS = ("multilabel", "regression")
-TABLES = {"multilabel": "labels.csv", "regression": "targets.csv"}
+TABLE = "labels.csv"  # conf/data/table.yaml's default data.table under data.root
+# What each task needs besides data=table data.root=<the folder>.
+OVERRIDES = {"multilabel": [], "regression": ["'data.targets=[x,y]'"]}
 DEFAULT_IMAGES = 1500
 CELL = 8  # scikit-learn's digits are 8x8
 NOISE = 16  # the largest noise value added to a pixel (0..255 scale)
@@ -134,7 +136,7 @@ def make_examples(task: str, images: int, seed: int) -> list[Example]:
 
 def write_examples(task: str, out: Path, images: int = DEFAULT_IMAGES, seed: int = 0) -> Path:
     """Write out/images/NNNNN.png and the task's table (paths relative to out); returns the
-    table's path, for `data=table data.table=<it>`."""
+    table's path; use the folder with `data=table data.root=<out>`."""
     examples = make_examples(task, images, seed)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -142,7 +144,7 @@ def write_examples(task: str, out: Path, images: int = DEFAULT_IMAGES, seed: int
         path = f"images/{i:05d}.png"
         Image.fromarray(example.image).save(out / path)
         rows.append({"path": path, **example.cells})
-    table = out / TABLES[task]
+    table = out / TABLE
     pd.DataFrame(rows).to_csv(table, index=False, lineterminator="\n")
     return table
 
@@ -158,7 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         table = write_examples(args.task, args.out, args.images, args.seed)
     except StagewiseError as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"wrote {args.images} images and {table}; use: data=table data.table={table.resolve()}")
+    use = " ".join(
+        [f"task={args.task}", "data=table", f"data.root={args.out}", *OVERRIDES[args.task]]
+    )
+    print(f"wrote {args.images} images and {table}; use: {use}")
 
 
 if __name__ == "__main__":

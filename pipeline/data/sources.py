@@ -1,9 +1,10 @@
 """Data sources -> the list of candidate images and their labels (fastai's DataBlock
 "get items" + "get label"), before anything is decoded.
 
-Sources: `digits` (scikit-learn's bundled arrays), `folder` (image files under data.root,
-optionally in train/ valid/ test/ top folders) and `table` (a CSV or parquet file with
-path,label[,group][,time] columns). Labels: `parent` (the folder a file is in), `regex` (on
+Sources: `digits` (the embedded 8x8 digits, a CSV file of pixel rows), `folder` (image files
+under data.root, optionally in train/ valid/ test/ top folders) and `table` (a CSV or parquet
+file with path,label[,group][,time] columns, the images under data.root). Every source is
+files: data.root and data.table are ingest's DVC dependencies, hashed by DVC. Labels: `parent` (the folder a file is in), `regex` (on
 the file name: the first group, or True/False whether it matches when the pattern has no
 group), or `column` (the table's label column).
 
@@ -21,6 +22,7 @@ import pandas as pd
 
 from pipeline.core.config import DataConfig, Label, Source
 from pipeline.core.errors import StagewiseError
+from pipeline.core.paths import EMBEDDED_DIGITS
 from pipeline.tasks.kinds import MISSING_LABELS, SINGLE_LABEL, SingleLabel, TaskKind, compiled
 
 SPLIT_FOLDERS = ("train", "valid", "test")
@@ -49,7 +51,7 @@ class Listing:
 def list_items(cfg: DataConfig, kind: TaskKind = SINGLE_LABEL) -> Listing:
     """All candidate images of the configured source, labelled for the task, sorted by id."""
     if cfg.source == Source.digits:
-        listing = Listing(digits_items(kind), [])
+        listing = Listing(digits_items(Path(cfg.table), kind), [])
     elif cfg.source == Source.folder:
         listing = folder_items(cfg, kind)
     else:
@@ -79,20 +81,28 @@ def path_text(path: os.PathLike | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def digits_items(kind: TaskKind = SINGLE_LABEL) -> list[Item]:
-    from sklearn.datasets import load_digits  # ~1 s to import: only for this source
-
+def digits_items(table: Path = EMBEDDED_DIGITS, kind: TaskKind = SINGLE_LABEL) -> list[Item]:
+    """The digits of a CSV of rows of 64 pixel values (0..16) and the digit, the format of
+    scikit-learn's digits.csv.gz, of which the project embeds a copy."""
     if not isinstance(kind, SingleLabel):
         raise StagewiseError(
             f"data=digits has one class per image: task={kind.task} needs data=table or "
             "data=folder (python -m pipeline.data.examples writes example tables)"
         )
-    digits = load_digits()
+    try:
+        rows = np.loadtxt(table, delimiter=",", ndmin=2)
+    except (OSError, ValueError) as e:
+        raise StagewiseError(f"data.table={table}: cannot read the digits from it ({e})") from None
+    if rows.shape[1] != 65:
+        raise StagewiseError(
+            f"data.table={table}: {rows.shape[1]} columns; digits rows are 64 pixels and the digit"
+        )
     # Pixel values are 0..16; stretch them to the full 0..255 range of a uint8 image.
-    pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)
+    pixels = np.rint(rows[:, :-1].reshape(-1, 8, 8) * (255 / 16)).astype(np.uint8)
+    targets = rows[:, -1].astype(int)
     return [
         Item(id=f"digits/{i:04d}", label=str(target), pixels=image)
-        for i, (image, target) in enumerate(zip(pixels, digits.target, strict=True))
+        for i, (image, target) in enumerate(zip(pixels, targets, strict=True))
     ]
 
 
@@ -191,13 +201,14 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def table_items(cfg: DataConfig, kind: TaskKind) -> Listing:
-    """Rows of path,label[,group][,time]; relative paths resolve against data.root
-    (default: the table's own folder) and must stay inside it, symlinks resolved, unless
-    data.allow_outside_root. Rows are numbered from 1, the header not counted."""
+    """Rows of path,label[,group][,time]; relative paths resolve against data.root and must
+    stay inside it, symlinks resolved, unless data.allow_outside_root (DVC hashes data.root,
+    not what lies outside it). Rows are numbered from 1, the header not counted."""
     if not cfg.table:
         raise StagewiseError(
             "data.table is not set: give the CSV or parquet file listing the images"
         )
+    root = existing_root(cfg)
     table_path = Path(cfg.table).expanduser()
     table = read_table(table_path)
     label_of = kind.labeller(cfg, lambda: labeller(cfg))
@@ -215,12 +226,8 @@ def table_items(cfg: DataConfig, kind: TaskKind) -> Listing:
             "list each image once"
         )
     times = time_texts(table) if "time" in table.columns else [None] * len(table)
-    root = Path(cfg.root).expanduser() if cfg.root else table_path.parent
     real_root = root.resolve()
-    outside = (
-        f"outside {'data.root' if cfg.root else 'the table folder'} {root}; "
-        "set data.allow_outside_root=true to read it"
-    )
+    outside = f"outside data.root {root}; set data.allow_outside_root=true to read it"
     items, rejected = [], []
     rows = zip(ids, table.to_dict("records"), times, strict=True)
     for number, (item_id, row, time) in enumerate(rows, start=1):

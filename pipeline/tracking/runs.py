@@ -120,27 +120,23 @@ class Run:
     def log_figure(self, figure: Any, name: str) -> None:
         self.store.client.log_figure(self.id, figure, name)
 
-    def log_split_inputs(self, paths: Paths, splits: dict[str, str]) -> None:
+    def log_split_inputs(
+        self, paths: Paths, splits: dict[str, str], raw: dict[str, str] | None = None
+    ) -> None:
         """Record the splits the run used as MLflow dataset inputs ({split: context}),
         identified by the digest of their image ids (from data/split/report.json): same
-        digest, same images."""
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
-
+        digest, same images. raw (pipeline.data.lineage's tags) adds the raw dataset they
+        come from, identified by its DVC md5: same digest, same dataset version."""
         report = json.loads(paths.split_report.read_text(encoding="utf-8"))
-        with warnings.catch_warnings():  # two registered sources both claim local files
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(str(paths.split))
         inputs = [
-            DatasetInput(
-                MetaDataset(
-                    source, name=split, digest=report["splits"][split]["digest"][:32]
-                )._to_mlflow_entity(),
-                tags=[InputTag("mlflow.data.context", context)],
-            )
+            dataset_input(str(paths.split), split, report["splits"][split]["digest"], context)
             for split, context in splits.items()
         ]
+        if raw:
+            name = os.path.basename(os.path.normpath(raw["dataset.path"]))
+            digest = raw["dataset.md5"].removesuffix(".dir")
+            where = {"dvc.md5": raw["dataset.md5"], "dataset.source": raw["dataset.source"]}
+            inputs.append(dataset_input(raw["dataset.path"], name, digest, "raw", where))
         for attempt in range(DATASET_RACE_ATTEMPTS):
             try:
                 self.store.client.log_inputs(self.id, inputs)
@@ -154,6 +150,24 @@ class Run:
 
     def end(self, status: str) -> None:
         self.store.client.set_terminated(self.id, status)
+
+
+def dataset_input(
+    source: str, name: str, digest: str, context: str, tags: dict[str, str] | None = None
+) -> Any:
+    """An MLflow dataset input: a dataset named name at source, identified by digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # two registered sources both claim local files
+        warnings.simplefilter("ignore", UserWarning)
+        resolved = resolve_dataset_source(source)
+    extra = [InputTag(key, value) for key, value in (tags or {}).items()]
+    return DatasetInput(
+        MetaDataset(resolved, name=name, digest=digest[:32])._to_mlflow_entity(),
+        tags=[InputTag("mlflow.data.context", context), *extra],
+    )
 
 
 # The longest wait between two attempts to write while the tracking server is away.

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, DataConfig
 from pipeline.core.io import file_md5, read_json
 from pipeline.core.paths import ModelFiles, Paths
+from pipeline.data.lineage import dataset_version
 from pipeline.data.split import SplitRows, load_split_rows
 from pipeline.model.device import (
     prepare_model,
@@ -115,9 +116,13 @@ def load_pretrained(
     )
 
 
-def data_tags(paths: Paths) -> dict[str, str]:
-    """DVC-style md5 of the data a model is fitted on, to match its run to dvc.lock."""
+def data_tags(paths: Paths, data: DataConfig) -> dict[str, str]:
+    """DVC-style md5 of the data a model is fitted on, to match its run to dvc.lock, and the
+    raw dataset's version as DVC records it (pipeline.data.lineage)."""
     return {
-        f"dvc.md5.{path.relative_to(paths.root).as_posix()}": file_md5(path)
-        for path in (paths.manifest, paths.split, paths.normalize)
+        **{
+            f"dvc.md5.{path.relative_to(paths.root).as_posix()}": file_md5(path)
+            for path in (paths.manifest, paths.split, paths.normalize)
+        },
+        **dataset_version(data, paths),
     }

@@ -34,7 +34,7 @@ def project(request, tmp_path_factory) -> ProjectCopy:
     root = tmp_path_factory.mktemp(task)
     table = write_examples(task, root / "examples", images=160)
     copy = ProjectCopy.create(root / "project")
-    copy.compose(*TINY, f"task={task}", "data=table", f"data.table={table}",
+    copy.compose(*TINY, f"task={task}", "data=table", f"data.root={table.parent}",
                  "data.channels=1", *TASKS[task])  # fmt: skip
     # lr-find (a stage of its own, beside train) is left out: tests/test_tasks.py runs it
     result = copy.run("dvc", "repro", "evaluate", "test-holdout", check=False)
