@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from pipeline.core.config import Config
 from pipeline.core.paths import PROJECT_ROOT, Paths
 from stages.common import validated
+from tests.s3 import s3  # noqa: F401 - moto's S3 server, a fixture for the tests that ask for it
 
 # Test files that start first, longest first, so that the parallel workers finish together:
 # one end-to-end file builds the shared pipeline template (a minute) while the others run
