@@ -177,3 +177,50 @@ def yaml_md5(dvc_file: str) -> str:
     import yaml
 
     return yaml.safe_load(dvc_file)["outs"][0]["md5"]
+
+
+def test_imported_datasets_name_their_source_and_an_update_reruns_ingest(
+    fresh, s3, tmp_path, monkeypatch
+):
+    import boto3
+
+    from pipeline.core.paths import Paths
+    from pipeline.data.lineage import dataset_version
+    from tests.conftest import compose_config
+
+    registry = ProjectCopy(tmp_path / "registry")  # another DVC repository, e.g. a data registry
+    registry.root.mkdir()
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        registry.run(*command)
+    write_shapes(registry.root / "shapes", {"a": range(2), "b": range(2)})
+    registry.run("dvc", "add", "shapes")
+    registry.run("git", "add", "--all")
+    registry.run("git", "commit", "-qm", "shapes")
+    fresh.run("dvc", "import", str(registry.root), "shapes", "-o", "data/raw/registry")
+
+    bucket = boto3.resource("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                            aws_access_key_id=s3.key_id, aws_secret_access_key=s3.secret)  # fmt: skip
+    write_shapes(tmp_path / "lake", {"a": range(3), "b": range(3)})
+    for path in sorted((tmp_path / "lake").rglob("*.png")):
+        bucket.Bucket(BUCKET).upload_file(str(path), f"lake/{path.relative_to(tmp_path / 'lake')}")
+    for variable, value in s3.env().items():
+        monkeypatch.setenv(variable, value)
+    lake = f"s3://{BUCKET}/lake"
+    fresh.run(
+        "dvc", "import-url", lake, "data/raw/lake", "--fs-config", f"endpointurl={s3.endpoint}"
+    )
+
+    rev = registry.run("git", "rev-parse", "HEAD").stdout.strip()
+    for root, source in [
+        ("data/raw/registry", f"dvc import {registry.root} shapes@{rev}"),
+        ("data/raw/lake", f"dvc import-url {lake}"),
+    ]:
+        data = compose_config("data=folder", f"data.root={root}").data
+        assert dataset_version(data, Paths(fresh.root))["dataset.source"] == source
+
+    fresh.compose("data=folder", "data.root=data/raw/lake", "data.image_size=8")
+    assert reingested(fresh) and len(manifest(fresh)) == 6
+    write_shapes(tmp_path / "more", {"a": [9]})
+    bucket.Bucket(BUCKET).upload_file(str(tmp_path / "more/a/9.png"), "lake/a/9.png")
+    fresh.run("dvc", "update", "data/raw/lake.dvc")
+    assert reingested(fresh) and len(manifest(fresh)) == 7
