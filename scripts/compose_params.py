@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a script's folder, not the project, is on the import path
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, DataConfig
 from pipeline.core.errors import StagewiseError
 from stages.common import validated
 
@@ -61,7 +61,19 @@ def compose(output: Path, overrides: list[str]) -> None:
         compose_and_dump(output, str(ROOT / "conf"), None, "config", str(ROOT), overrides)
     except HydraException as e:
         raise StagewiseError(f"config: {hydra_message(e)}") from None
-    validated(OmegaConf.load(output))
+    check_dataset(validated(OmegaConf.load(output)).data)
+
+
+def check_dataset(data: DataConfig) -> None:
+    """DVC hashes data.root and data.table before ingest runs (dvc.yaml's deps), so a missing
+    one would stop `dvc repro` with DVC's bare 'No such file or directory': say what to do."""
+    hints = {
+        "data.root": "give the folder of your images (data/raw/<name>, or an absolute path)",
+        "data.table": "data=table reads <data.root>/labels.csv unless data.table names the file",
+    }
+    for key, path in (("data.root", data.root), ("data.table", data.table)):
+        if not (ROOT / path).exists():  # an absolute path stays itself
+            raise StagewiseError(f"config: {key}={path}: no such file or folder; {hints[key]}")
 
 
 def main(argv: list[str]) -> int:

@@ -183,6 +183,20 @@ def test_compose_refuses_a_bad_override_in_one_line_and_keeps_params_yaml(
     assert (project.root / "params.yaml").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data=folder", "data.root=/no/such/photos"], "data.root=/no/such/photos: no such file"),
+        (["data=table", "data.root=data"], "data.table=data/labels.csv: no such file or folder; "),
+    ],
+)
+def test_compose_refuses_a_dataset_that_is_not_there_in_one_line(project, overrides, expected):
+    result = project.run("python", "scripts/compose_params.py", *overrides, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: config: {expected}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_compose_writes_a_good_override(project):
     project.compose("train.epochs=3")
     assert "  epochs: 3\n" in (project.root / "params.yaml").read_text()
