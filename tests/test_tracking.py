@@ -74,6 +74,17 @@ def test_compare_refuses_a_metric_no_run_logged_naming_those_they_did(paths):
         compare.run(cfg, paths)
 
 
+def test_compare_tells_apart_runs_on_two_versions_of_the_same_dataset(paths):
+    from pipeline.evaluate.compare import runs_table
+
+    for version, error_rate in [("v1.dir", 0.2), ("v2.dir", 0.1), ("v2.dir", 0.3)]:
+        with training_run(paths, CONFIG, {"stage": "train", "dataset.md5": version}) as run:
+            run.log_metrics({"valid_error_rate": error_rate})
+    table = runs_table(runs_of(paths, "unit", None), "valid_error_rate")
+    assert list(table["dataset.md5"]) == ["v2.dir", "v1.dir", "v2.dir"]
+    assert list(table["valid_error_rate"]) == [0.1, 0.2, 0.3]
+
+
 def test_flatten_nests_with_dots_and_stringifies():
     assert flatten({"a": {"b": [1, 2], "c": {"d": None}}}) == {
         "a.b": "[1, 2]",

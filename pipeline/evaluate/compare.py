@@ -7,9 +7,11 @@ from pipeline.core.direction import higher_is_better
 
 
 def runs_table(runs: list[dict], metric: str) -> pd.DataFrame:
-    """runs: [{"run_id", "status", "params": {...}, "metrics": {...}}] -> one row per run,
-    sorted by metric (runs without it last), with the params whose values differ."""
-    params = pd.DataFrame([r["params"] for r in runs])
+    """runs: [{"run_id", "status", "params": {...}, "metrics": {...}[, "dataset_md5"]}] -> one
+    row per run, sorted by metric (runs without it last), with the params whose values differ
+    and, when the runs used different versions of the dataset, its DVC md5 (dataset.md5): two
+    runs on the same folder before and after it changed have the same params."""
+    params = pd.DataFrame([{**r["params"], "dataset.md5": r.get("dataset_md5")} for r in runs])
     differing = [c for c in sorted(params.columns) if params[c].nunique(dropna=False) > 1]
     table = pd.DataFrame(
         {

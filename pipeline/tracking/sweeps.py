@@ -89,6 +89,7 @@ def runs_of(paths: Paths, experiment: str, sweep: str | None) -> list[dict]:
             "status": r.info.status,
             "params": r.data.params,
             "metrics": r.data.metrics,
+            "dataset_md5": r.data.tags.get("dataset.md5"),  # the raw dataset's version
         }
         for r in store.client.search_runs([found.experiment_id], query, max_results=10000)
     ]
