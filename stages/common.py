@@ -66,6 +66,11 @@ def is_multirun() -> bool:
     return HydraConfig.get().mode.name == "MULTIRUN"
 
 
+def sweep_job() -> str | None:
+    """How the log names this multirun job (its overrides), or None outside a sweep."""
+    return f"job {' '.join(HydraConfig.get().overrides.task)}" if is_multirun() else None
+
+
 def job_dir() -> Path:
     """Where this job writes: the project root for a single run, Hydra's job folder in a sweep."""
     return Path(HydraConfig.get().runtime.output_dir) if is_multirun() else Path.cwd()

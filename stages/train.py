@@ -19,6 +19,13 @@ from pipeline.model.predict import predict_files
 from pipeline.tasks.heads import MultiLabelHead
 from pipeline.tasks.kinds import task_kind
 from pipeline.tracking.models import log_model, run_model_files
+from pipeline.tracking.reuse import (
+    JOB_KEY_TAG,
+    REUSED_FROM_TAG,
+    finished_run,
+    job_key,
+    record_reuse,
+)
 from pipeline.tracking.runs import (
     CONFIG_DIGEST_TAG,
     MetricBuffer,
@@ -41,7 +48,7 @@ from pipeline.train.distributed import (
 )
 from pipeline.train.learner import Learner, create_learner, data_tags
 from pipeline.train.loop import Callback, EpochResult, fit, overfit_one_batch
-from stages.common import check_params, entrypoint, job_dir
+from stages.common import check_params, entrypoint, job_dir, sweep_job
 
 log = logging.getLogger("stagewise")
 
@@ -52,13 +59,45 @@ def run(
     out: Paths | None = None,
     extra: tuple[Callback, ...] = (),
     extra_tags: dict[str, str] | None = None,
+    job: str | None = None,
 ) -> float | None:
     """Train (in train.devices processes); returns the kept epoch's compare.metric (the value
-    a sweeper optimizes). extra callbacks and tags come from stages.tune (one process)."""
+    a sweeper optimizes). extra callbacks and tags come from stages.tune (one process).
+    job names a sweep's job in the log (None outside a sweep): with sweep.reuse, a job whose
+    key matches a finished training run reuses it instead of training (reuse below)."""
     device = select_device(cfg.train.device)
     processes = 1 if cfg.train.overfit_one_batch else requested_processes(cfg.train.devices, device)
     check_processes(cfg.train.batch_size, cfg.train.sync_bn, processes, device)
-    return run_distributed(train, processes, device, cfg, paths, out or paths, extra, extra_tags)
+    out = out or paths
+    tags = {**(extra_tags or {}), JOB_KEY_TAG: job_key(cfg, paths)}
+    reused = reuse(cfg, paths, out, tags, job) if job is not None and cfg.sweep.reuse else None
+    if reused is not None:  # (0.0 is a result: a perfect error rate)
+        return reused
+    return run_distributed(train, processes, device, cfg, paths, out, extra, tags)
+
+
+def reuse(cfg: Config, paths: Paths, out: Paths, tags: dict[str, str], job: str) -> float | None:
+    """A sweep job's result taken from the newest FINISHED training run with its job key, or
+    None when there is none (the job trains). The job's child run gets that run's final
+    metrics and a reused_from tag; its folder gets only models/run.json, naming both runs
+    (the model is the reused run's)."""
+    check_metrics(cfg)
+    found = finished_run(paths, cfg.tracking.experiment, tags[JOB_KEY_TAG])
+    if found is None or cfg.compare.metric not in found.metrics:
+        return None
+    final = {m: found.metrics[m] for m in task_kind(cfg.task).monitors if m in found.metrics}
+    run = record_reuse(paths, to_dict(cfg), tags, run_name(cfg), found.id, final)
+    info = {"run_id": run.id, REUSED_FROM_TAG: found.id, "ui_route": run.ui_route()}
+    write_json(ModelFiles(out.model_dir).run, info)
+    log.info(
+        "%s: reusing finished run %s (same config, data and code); set sweep.reuse=false to "
+        "train again", job, found.id,
+    )  # fmt: skip
+    return final[cfg.compare.metric]
+
+
+def run_name(cfg: Config) -> str:
+    return f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
 
 
 def train(
@@ -91,13 +130,12 @@ def train(
         return None
     if not resume:
         end_checkpoint_run(paths, out)
-    run_name = f"{cfg.model.arch}-{cfg.train.epochs}ep-lr{cfg.train.lr:g}"
     with (
         training_run(
             paths,
             to_dict(cfg),
             {**tags, **(extra_tags or {})},
-            run_name,
+            run_name(cfg),
             resume_run_id=resume and resume["run_id"],
         ) as run,
         MetricBuffer(run) as epochs,
@@ -227,7 +265,7 @@ def write_history(out: Paths, history: list[EpochResult], kept: int) -> None:
 
 
 def main_run(cfg: Config) -> float | None:
-    return run(cfg, Paths(), Paths(job_dir()))
+    return run(cfg, Paths(), Paths(job_dir()), job=sweep_job())
 
 
 main = entrypoint(main_run)

@@ -24,6 +24,7 @@ from pipeline.core.errors import StagewiseError
 from pipeline.core.io import read_json
 from pipeline.core.paths import ModelFiles, Paths
 from pipeline.model.device import select_device
+from pipeline.tracking.reuse import PRUNED_TAG
 from pipeline.tracking.runs import SWEEP_RUN_ENV, Run, flatten
 from pipeline.tracking.store import check_reachable, open_store
 from pipeline.tracking.sweeps import reattach_sweep, start_sweep
@@ -104,19 +105,22 @@ def with_params(cfg: Config, params: dict[str, Any]) -> Config:
 def objective(
     cfg: Config, paths: Paths, space: dict[str, dict[str, Any]], started: list[int], trial: Any
 ) -> float:
-    """One trial: train with its values, reporting each epoch to the pruner."""
+    """One trial: train with its values, reporting each epoch to the pruner (or reuse a
+    finished training run with the same values: stages.train.reuse)."""
     started.append(trial.number)
     params = tune.suggest(trial, space)
     log.info("trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in params.items()))
     out = Paths(tune.trial_dir(paths, cfg.tune.study, trial.number))
     pruning = tune.ReportToTrial(trial, cfg.compare.metric)
     tags = {"tune.study": cfg.tune.study, "tune.trial": str(trial.number)}
-    value = train.run(with_params(cfg, params), paths, out, (pruning,), tags)
+    value = train.run(
+        with_params(cfg, params), paths, out, (pruning,), tags, f"trial {trial.number}"
+    )
     run_id = read_json(ModelFiles(out.model_dir).run, "train")["run_id"]
     trial.set_user_attr(tune.TRIAL_RUN, run_id)
     if pruning.pruned_at is not None:
         Run(open_store(paths), run_id).set_tags(
-            {"tune.pruned": "true", "tune.pruned_epoch": pruning.pruned_at}
+            {PRUNED_TAG: "true", "tune.pruned_epoch": pruning.pruned_at}
         )
     pruning.raise_if_pruned()
     return value

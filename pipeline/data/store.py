@@ -4,6 +4,7 @@ Every stage after ingest reads data through here (and so does not depend on the 
 code): images as a read-only memory map, never the whole dataset in RAM.
 """
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.core.errors import StagewiseError
 
@@ -19,6 +22,25 @@ def load_manifest(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise StagewiseError(f"{path} is missing: run `dvc repro ingest` first")
     return pd.read_parquet(path)
+
+
+def write_manifest(path: Path, manifest: pd.DataFrame, metadata: dict[str, str]) -> None:
+    """The manifest as parquet, metadata (text -> text) in the file's key-value metadata: what
+    made the store (pipeline.data.ingest), in the file itself, so equal inputs give equal bytes."""
+    table = pa.Table.from_pandas(manifest, preserve_index=False)
+    extra = {f"stagewise.{key}": value for key, value in metadata.items()}
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, **extra}), path)
+
+
+def manifest_metadata(path: Path) -> dict[str, str]:
+    """The metadata write_manifest stored (empty for a manifest written without)."""
+    stored = pq.read_schema(path).metadata or {}
+    prefix = b"stagewise."
+    return {
+        key[len(prefix) :].decode(): value.decode()
+        for key, value in stored.items()
+        if key.startswith(prefix)
+    }
 
 
 def load_images(path: Path) -> np.ndarray:
@@ -33,25 +55,42 @@ def iter_chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def images_sha256(images: np.ndarray) -> str:
+    """sha256 of a store's rows (not its header), read in chunks: StoreWriter.sha256 of the
+    same images."""
+    digest = hashlib.sha256()
+    for rows in iter_chunks(len(images), 1024):
+        digest.update(np.ascontiguousarray(images[rows]))
+    return digest.hexdigest()
+
+
 class StoreWriter:
     """Appends equally-shaped uint8 images to a .npy array store, streaming.
 
     Rows go to a headerless scratch file with plain writes (not a memory map, whose dirty
     pages would count against the process and grow with the dataset); finish() prepends the
-    .npy header for the final row count and moves the result into place atomically.
+    .npy header for the final row count and moves the result into place atomically. A
+    memory map of the store it replaces (ingest reuses its rows) keeps reading the old file.
     """
 
     def __init__(self, path: Path, image_shape: tuple[int, ...]):
         self.path = path
         self.image_shape = image_shape
         self.count = 0
+        self.digest = hashlib.sha256()
         self.scratch = path.with_name(path.name + ".rows")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.scratch, "wb")  # noqa: SIM115 - closed by finish() or discard()
 
     def append(self, image: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+        row = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+        self.file.write(row)
+        self.digest.update(row)
         self.count += 1
+
+    def sha256(self) -> str:
+        """sha256 of the rows appended so far (images_sha256 of the finished store)."""
+        return self.digest.hexdigest()
 
     def finish(self) -> None:
         self.file.close()

@@ -1,5 +1,6 @@
 """stages.tune on the real digits data in a copy of the project: pruning, a resume after a
-SIGKILL, and two workers sharing one study, each seen in Optuna's storage and in MLflow.
+SIGKILL, two workers sharing one study, and a trial that reuses a finished run, each seen in
+Optuna's storage and in MLflow.
 (A bad space is refused before any trial: tests/test_tune.py.)"""
 
 import signal
@@ -70,7 +71,9 @@ def test_a_search_prunes_hopeless_trials_and_records_each_trial_as_a_child_run(p
 
 
 def test_a_killed_search_resumes_by_rerunning_it(project):
-    command = tune("resumed", "tune.trials=2", "tune.pruner=none", "tune.heartbeat_s=1")
+    command = tune(
+        "resumed", "tune.trials=2", "tune.pruner=none", "tune.heartbeat_s=1", "sweep.reuse=false"
+    )  # Optuna's own resume: trials are not to reuse the runs of the search above
     worker = subprocess.Popen(command, cwd=project.root, env=project.env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     client, deadline = mlflow_client(project), time.monotonic() + 120
@@ -95,7 +98,7 @@ def test_a_killed_search_resumes_by_rerunning_it(project):
 
 
 def test_two_workers_share_one_study(project):
-    command = tune("shared", "tune.trials=4", "tune.pruner=none")
+    command = tune("shared", "tune.trials=4", "tune.pruner=none", "sweep.reuse=false")
     workers = [
         subprocess.Popen(
             command,
@@ -115,3 +118,20 @@ def test_two_workers_share_one_study(project):
     assert len({tuple(t.params.values()) for t in study.trials}) == 4  # seeds differ per worker
     parent, children = runs_of(project, study)
     assert parent.info.status == "FINISHED" and sorted(children) == list(range(4))
+
+
+def test_a_trial_with_the_values_of_a_finished_training_reuses_its_run(project):
+    """The finished training here is an earlier trial of the study (the space has one value);
+    a new study's trial matches an earlier study's run the same way, by config, data and code
+    (tests/test_reuse.py): what Optuna's own resume, by study, cannot do."""
+    one_value = ("~tune.space", "+tune.space={train:{epochs:{choices:[1]}}}")
+    project.run(*tune("repeated", *one_value, "tune.trials=2", "tune.pruner=none"))
+    study = load_study(project, "repeated")
+    assert states(study) == {0: "COMPLETE", 1: "COMPLETE"}
+    assert study.trials[1].value == study.trials[0].value
+    parent, children = runs_of(project, study)
+    assert "reused_from" not in children[0].data.tags  # trained
+    assert children[1].data.tags["reused_from"] == children[0].info.run_id
+    assert not any("/" in name for name in children[1].data.metrics)  # no epochs: not trained
+    assert study.trials[1].user_attrs["mlflow_run_id"] == children[1].info.run_id
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == 2

@@ -135,6 +135,7 @@ def test_an_eight_job_parallel_sweep_finishes_every_job(prepared, experiment, cl
     sweep = start(
         prepared, "python", "-m", "stages.train", "-m", "hydra/launcher=parallel",
         f"hydra.launcher.n_jobs={WRITERS}", f"seed={seeds}", f"tracking.experiment={experiment}",
+        "sweep.reuse=false",  # every job writes: none reuses the eight trainings above
     )  # fmt: skip
     finish([sweep])
 
