@@ -72,6 +72,13 @@ class ProjectCopy:
     def json(self, relative: str) -> dict:
         return json.loads((self.root / relative).read_text())
 
+    def lock_deps(self, stage: str) -> dict[str, str]:
+        """{dep path: md5} from dvc.lock for the stage."""
+        import yaml
+
+        lock = yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
+        return {dep["path"]: dep["md5"] for dep in lock[stage]["deps"]}
+
     def lock_outs(self, *stages: str) -> dict[str, str]:
         """{out path: md5} from dvc.lock for the given stages."""
         import yaml

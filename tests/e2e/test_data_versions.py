@@ -101,13 +101,13 @@ def versioned(tmp_path_factory, s3) -> tuple[ProjectCopy, dict[str, str]]:
     project.run("dvc", "remote", "modify", "--local", "team-s3", "access_key_id", s3.key_id)
     project.run("dvc", "remote", "modify", "--local", "team-s3", "secret_access_key", s3.secret)
     folder = project.root / SHAPES
-    project.compose(*TINY, "data=folder", f"data.root={SHAPES}", "data.image_size=8")
     models = {}
     for tag, classes in {
         "v1": {"a": range(10), "b": range(10)},
         "v2": {"a": range(10, 16)},
     }.items():
         write_shapes(folder, classes)
+        project.compose(*TINY, "data=folder", f"data.root={SHAPES}", "data.image_size=8")
         project.run("dvc", "add", SHAPES)
         project.run("dvc", "repro", "train")
         project.run("git", "add", "--all")

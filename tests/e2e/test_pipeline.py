@@ -114,7 +114,10 @@ def test_one_mlflow_run_holds_config_curves_metrics_and_model(project):
     assert list((project.root / "mlruns/artifacts").glob("**/valid/confusion_matrix.png"))
     inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     report = project.json("data/split/report.json")["splits"]
-    assert inputs == {split: report[split]["digest"][:32] for split in ("train", "valid", "test")}
+    splits = {split: report[split]["digest"][:32] for split in ("train", "valid", "test")}
+    # and the raw dataset, by the md5 DVC recorded for data.root (the embedded digits)
+    digits = project.lock_deps("ingest")["data/raw/digits"].removesuffix(".dir")
+    assert inputs == {**splits, "digits": digits}
 
 
 def test_packaged_model_predicts_raw_images_like_test_holdout(project):
