@@ -4,9 +4,9 @@
 Sources: `digits` (the embedded 8x8 digits, a CSV file of pixel rows), `folder` (image files
 under data.root, optionally in train/ valid/ test/ top folders) and `table` (a CSV or parquet
 file with path,label[,group][,time] columns, the images under data.root). Every source is
-files: data.root and data.table are ingest's DVC dependencies, hashed by DVC. Labels: `parent` (the folder a file is in), `regex` (on
-the file name: the first group, or True/False whether it matches when the pattern has no
-group), or `column` (the table's label column).
+files: data.root and data.table are ingest's DVC dependencies, hashed by DVC. Labels:
+`parent` (the folder a file is in), `regex` (on the file name: the first group, or True/False
+whether it matches when the pattern has no group), or `column` (the table's label column).
 
 Bad input is listed in the ingest report, not fatal and not silently used: table rows with
 no label or with a path outside data.root are refused with their row number, and a file name
