@@ -63,3 +63,14 @@ def s3():
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def add_remotes(project, folder, s3: S3, prefix: str) -> None:
+    """The README's two DVC remotes: the folder as the default `team`, and s3://BUCKET/prefix
+    on moto as `team-s3`, this user's keys in .dvc/config.local (git-ignored; a teammate
+    uses the AWS_* variables)."""
+    project.run("dvc", "remote", "add", "--default", "team", str(folder))
+    project.run("dvc", "remote", "add", "team-s3", f"s3://{BUCKET}/{prefix}")
+    project.run("dvc", "remote", "modify", "team-s3", "endpointurl", s3.endpoint)
+    project.run("dvc", "remote", "modify", "--local", "team-s3", "access_key_id", s3.key_id)
+    project.run("dvc", "remote", "modify", "--local", "team-s3", "secret_access_key", s3.secret)

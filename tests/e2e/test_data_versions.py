@@ -13,7 +13,7 @@ import pytest
 
 from tests import images
 from tests.project import TINY, ProjectCopy, mlflow_client, ran_stages
-from tests.s3 import BUCKET
+from tests.s3 import BUCKET, add_remotes
 
 pytestmark = pytest.mark.e2e
 
@@ -94,12 +94,7 @@ def versioned(tmp_path_factory, s3) -> tuple[ProjectCopy, dict[str, str]]:
     """A project whose dataset has two tagged versions, each trained (tiny) and pushed to a
     folder remote (the default) and an S3 one: ({version tag: its model's md5})."""
     project = ProjectCopy.create(tmp_path_factory.mktemp("tagged") / "project")
-    remote = tmp_path_factory.mktemp("dvc-remote")
-    project.run("dvc", "remote", "add", "--default", "team", str(remote))
-    project.run("dvc", "remote", "add", "team-s3", f"s3://{BUCKET}/versions")
-    project.run("dvc", "remote", "modify", "team-s3", "endpointurl", s3.endpoint)
-    project.run("dvc", "remote", "modify", "--local", "team-s3", "access_key_id", s3.key_id)
-    project.run("dvc", "remote", "modify", "--local", "team-s3", "secret_access_key", s3.secret)
+    add_remotes(project, tmp_path_factory.mktemp("dvc-remote"), s3, "versions")
     folder = project.root / SHAPES
     models = {}
     for tag, classes in {

@@ -6,7 +6,7 @@ server) as remotes; credentials stay out of what git commits."""
 import pytest
 
 from tests.project import ran_stages
-from tests.s3 import BUCKET
+from tests.s3 import add_remotes
 from tests.server.test_server import ServerProject
 from tests.server.tracked import admin_client, server_copy
 
@@ -20,13 +20,7 @@ def pushed(server, s3, tmp_path_factory) -> ServerProject:
     project = server_copy(server, tmp_path_factory, "pusher")
     project.run("dvc", "repro", "--force", "--single-item", "train")  # its run in the server
     project.run("dvc", "repro")
-    folder = tmp_path_factory.mktemp("dvc-remote")
-    project.run("dvc", "remote", "add", "--default", "team", str(folder))
-    project.run("dvc", "remote", "add", "team-s3", f"s3://{BUCKET}/stagewise")
-    project.run("dvc", "remote", "modify", "team-s3", "endpointurl", s3.endpoint)
-    # this user's keys in .dvc/config.local (git-ignored); the teammate uses AWS_* variables
-    project.run("dvc", "remote", "modify", "--local", "team-s3", "access_key_id", s3.key_id)
-    project.run("dvc", "remote", "modify", "--local", "team-s3", "secret_access_key", s3.secret)
+    add_remotes(project, tmp_path_factory.mktemp("dvc-remote"), s3, "stagewise")
     project.run("git", "add", "--all")
     project.run("git", "commit", "-qm", "pipeline run against the team's server; remotes")
     project.run("dvc", "push")
