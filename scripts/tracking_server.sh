@@ -7,12 +7,15 @@
 #   bash scripts/tracking_server.sh status        exit 0 when both answer, 3 otherwise
 #
 # Settings (environment):
-#   STAGEWISE_SERVER_DIR   state, outside the clone (default /tmp/stagewise-server): pg/
-#                          (database), artifacts/, logs, and the 0600 files credentials.env,
-#                          basic_auth.ini, secret_key, pgpass
+#   STAGEWISE_SERVER_DIR   state, outside the clone (default /tmp/stagewise-server-<uid>):
+#                          pg/ (database), artifacts/, logs, and the 0600 files
+#                          credentials.env, basic_auth.ini, secret_key, pgpass. The script
+#                          uses only a folder it made (an empty one of yours, or one marked
+#                          .stagewise-server) that is yours and that no one else can write.
 #   STAGEWISE_SERVER_HOST  interface the MLflow server binds to (default 127.0.0.1)
 #   STAGEWISE_SERVER_PORT  its port (default: a free one, kept for later starts)
 #   STAGEWISE_PG_PORT      PostgreSQL's port on 127.0.0.1 (default: a free one, kept)
+#   STAGEWISE_PG_BIN       PostgreSQL's programs (default: Debian's newest /usr/lib/postgresql/*/bin)
 #   STAGEWISE_ARTIFACTS    where the server stores artifacts (default <dir>/artifacts;
 #                          s3://bucket/prefix with the usual AWS_* variables for S3)
 #   STAGEWISE_SERVER_WORKERS  MLflow server processes (default 2)
@@ -24,23 +27,56 @@
 #                          start (default admin / a generated password in credentials.env)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dir=${STAGEWISE_SERVER_DIR:-/tmp/stagewise-server}
+# The default is per user: PostgreSQL runs as its own user when we are root and must reach
+# pg/, which a folder under root's 0700 home would not allow.
+dir=${STAGEWISE_SERVER_DIR:-/tmp/stagewise-server-$(id -u)}
 host=${STAGEWISE_SERVER_HOST:-127.0.0.1}
 timeout=${STAGEWISE_SERVER_TIMEOUT:-90}
 me=tracking_server.sh
+MARK=.stagewise-server # in every state folder this script made
 
 die() { echo "$me: $*" >&2; exit 1; }
 
-mkdir -p "$dir"
+# A state folder holds the admin password and the database: one planted by someone else (in
+# the shared temp folder, say) would hand them our server, with their password.
+trusted_dir() {
+    local owner mode
+    [ -d "$dir" ] || { [ ! -e "$dir" ] && [ ! -L "$dir" ] && mkdir -m 0700 "$dir"; } ||
+        die "cannot create the state folder $dir (STAGEWISE_SERVER_DIR)"
+    [ ! -L "$dir" ] || die "$dir (STAGEWISE_SERVER_DIR) is a symbolic link; give the folder itself"
+    read -r owner mode < <(stat -c '%u %a' "$dir")
+    [ "$owner" = "$(id -u)" ] ||
+        die "$dir (STAGEWISE_SERVER_DIR) belongs to user $owner, not you: someone else made it; remove it or choose another folder"
+    (((8#$mode & 8#022) == 0)) ||
+        die "$dir (STAGEWISE_SERVER_DIR) can be written by others (mode $mode); remove it or choose another folder"
+    if [ ! -e "$dir/$MARK" ]; then
+        [ -z "$(ls -A "$dir")" ] ||
+            die "$dir (STAGEWISE_SERVER_DIR) is not empty and has no $MARK: this script did not make it; choose an empty or new folder (or touch $dir/$MARK if an earlier version of this script made it)"
+        : >"$dir/$MARK"
+    fi
+    local file
+    for file in credentials.env basic_auth.ini secret_key pg_password pgpass port pg_port mlflow.pid; do
+        [ -e "$dir/$file" ] || [ -L "$dir/$file" ] || continue
+        read -r owner mode < <(stat -c '%u %a' "$dir/$file")
+        [ "$owner" = "$(id -u)" ] && [ ! -L "$dir/$file" ] ||
+            die "$dir/$file is not yours (user $owner) or is a link: someone else put it there; remove $dir and start again"
+        (((8#$mode & 8#077) == 0)) ||
+            die "$dir/$file can be read or written by others (mode $mode): chmod 600 it if you made it, then start again"
+    done
+}
+
+umask 077 # everything this script writes is ours alone, unless it says otherwise
+trusted_dir
 dir=$(cd "$dir" && pwd)
 # PostgreSQL runs as the postgres user when we are root: it must reach pg/ through this folder,
-# but not read the secrets beside it (0600, ours).
+# but not list it or read the secrets beside it (0600, ours).
 chmod 0711 "$dir"
 exec 9>"$dir/.lock"
 flock 9 # parallel starts (pytest workers) wait for the first; daemons get 9>&-, not the lock
 
 pg_bin() {
-    local bin
+    local bin=${STAGEWISE_PG_BIN:-}
+    [ -n "$bin" ] && { [ -x "$bin/initdb" ] || die "STAGEWISE_PG_BIN=$bin has no initdb"; } && echo "$bin" && return
     bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
     if [ -z "$bin" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "$me: installing PostgreSQL (apt-get install postgresql)..." >&2
@@ -100,9 +136,12 @@ start_postgres() {
     fi
     local psql=("$bin/psql" -h "$dir/pg" -p "$pg_port" -U postgres -qtAX)
     if [ -z "$(as_pg "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'")" ]; then
-        as_pg "${psql[@]}" -c "CREATE ROLE mlflow LOGIN PASSWORD '$(cat "$dir/pg_password")'"
-        as_pg "${psql[@]}" -c "CREATE DATABASE mlflow OWNER mlflow"
-        as_pg "${psql[@]}" -c "CREATE DATABASE mlflow_auth OWNER mlflow"
+        # On stdin, not -c: a command line is readable by every user in the process list.
+        as_pg "${psql[@]}" -v ON_ERROR_STOP=1 >/dev/null <<SQL || die "could not create the mlflow role and databases; see $dir/pg.log"
+CREATE ROLE mlflow LOGIN PASSWORD '$(cat "$dir/pg_password")';
+CREATE DATABASE mlflow OWNER mlflow;
+CREATE DATABASE mlflow_auth OWNER mlflow;
+SQL
     fi
 }
 

@@ -51,10 +51,34 @@ def local_store_uri(paths: Paths) -> str:
 
 
 def tracking_uri(paths: Paths) -> str:
+    credentials_out_of_uri()
     chosen = os.environ.get("MLFLOW_TRACKING_URI")
     if chosen and chosen != os.environ.get(EXPORTED):
         return chosen
     return local_store_uri(paths)
+
+
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def credentials_out_of_uri() -> None:
+    """Move a server URI's user:password@ into MLflow's own credential variables, leaving
+    MLFLOW_TRACKING_URI without them, for this process and the ones it starts: MLflow prints
+    the URI in every "View run ... at" line (so `dvc repro` logs would keep the password),
+    and requests sends the variables exactly as it sends a URI's credentials."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or (parts.username, parts.password) == (None, None):
+        return
+    given = (unquote(parts.username or ""), unquote(parts.password or ""))
+    for variable, value in zip(CREDENTIAL_VARIABLES, given, strict=True):
+        if os.environ.get(variable, value) != value:
+            raise StagewiseError(
+                f"MLFLOW_TRACKING_URI carries credentials that differ from {variable}; keep "
+                "them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD only"
+            )
+    os.environ.update(zip(CREDENTIAL_VARIABLES, given, strict=True))
+    os.environ["MLFLOW_TRACKING_URI"] = shown(uri)
 
 
 @dataclass(frozen=True)
@@ -187,9 +211,9 @@ REACH_TIMEOUT_SECONDS = 5
 def shown(uri: str) -> str:
     """uri without the user:password@ a server URI may carry: errors never show credentials."""
     parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
+    if "@" not in parts.netloc:
         return uri
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 @functools.cache
@@ -209,9 +233,15 @@ def check_reachable(paths: Paths) -> None:
 
 
 def check_server(uri: str) -> None:
-    """Any HTTP answer will do (even 401 or 404): the server is up; MLflow reports the rest."""
+    """The server answers, and takes the credentials (401 otherwise; a server without
+    authentication answers 200); MLflow reports the rest (certificates, permissions)."""
     try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=REACH_TIMEOUT_SECONDS)
+        answer = requests.get(
+            f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=basic_auth(),
+            timeout=REACH_TIMEOUT_SECONDS,
+        )
     except requests.exceptions.SSLError:
         return  # it answered; certificates are MLflow's business (MLFLOW_TRACKING_INSECURE_TLS...)
     except requests.exceptions.RequestException as e:
@@ -221,6 +251,18 @@ def check_server(uri: str) -> None:
             f"MLflow tracking server {shown(uri)} (MLFLOW_TRACKING_URI) is unreachable ({why}); "
             "start it, fix MLFLOW_TRACKING_URI, or unset it to track into the project's own mlruns/"
         ) from None
+    if answer.status_code == 401:
+        given = "were refused" if basic_auth() else "are not set"
+        raise StagewiseError(
+            f"MLflow tracking server {shown(uri)} asks for a user: the credentials in "
+            f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD {given}; set the right ones"
+        )
+
+
+def basic_auth() -> tuple[str, str] | None:
+    """The user and password MLflow's client sends (its variables), if both are set."""
+    username, password = (os.environ.get(variable) for variable in CREDENTIAL_VARIABLES)
+    return (username, password) if username and password else None
 
 
 # How long a server may take to answer between epochs before its writes wait for later: a

@@ -113,6 +113,54 @@ def test_no_credentials_get_401_and_a_read_only_user_cannot_create_runs(project,
     assert "not-the-password" not in str(refused.value)
 
 
+def with_credentials(uri: str, username: str, password: str) -> str:
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme}://{username}:{password}@{rest}"
+
+
+def test_credentials_inside_the_tracking_uri_are_never_printed(project, server, client):
+    """A user who puts user:password@ in MLFLOW_TRACKING_URI (requests and MLflow accept it):
+    MLflow prints that URI in each "View run ... at" line, so the stages move the credentials
+    to MLflow's variables before anything is printed."""
+    secret = server.password
+    project.tracking = {
+        "MLFLOW_TRACKING_URI": with_credentials(server.uri, server.username, secret)
+    }
+    try:
+        results = [
+            project.run("dvc", "repro", "--force", "--downstream", "train"),
+            project.run("python", "-m", "stages.compare"),
+        ]
+    finally:
+        project.tracking = server.env()
+    output = "".join(result.stdout + result.stderr for result in results)
+    assert secret not in output
+    assert "View run" in output and f"at: {server.uri}/#/experiments/" in output
+    for stage in ("train", "evaluate", "test-holdout"):
+        assert f"Running stage '{stage}'" in output
+    run = client().get_run(project.json("models/run.json")["run_id"])
+    assert run.info.status == "FINISHED"
+    assert not [
+        text for text in [*run.data.params.values(), *run.data.tags.values()] if secret in text
+    ]
+    logs = [p for p in (project.root / ".dvc").rglob("*") if p.is_file()]
+    assert [p for p in logs if secret.encode() in p.read_bytes()] == []
+
+
+def test_a_refused_password_fails_before_training_in_one_line(project, server):
+    for uri in (with_credentials(server.uri, server.username, "not-the-password"), server.uri):
+        project.tracking = {"MLFLOW_TRACKING_URI": uri}  # a wrong password; none at all
+        try:
+            result = project.run("python", "-m", "stages.train", check=False)
+        finally:
+            project.tracking = server.env()
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "Traceback" not in output, output
+        assert "not-the-password" not in output and "epoch 1/" not in output
+        (line,) = [line for line in output.splitlines() if line.startswith("error:")]
+        assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+
+
 def test_an_unreachable_server_fails_training_in_seconds_with_one_line(project, server, client):
     project.tracking = {**server.env(), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     try:
