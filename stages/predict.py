@@ -10,10 +10,9 @@ import pandas as pd
 
 from pipeline.core.config import Config
 from pipeline.core.errors import StagewiseError
-from pipeline.core.io import atomic_write
 from pipeline.core.paths import PROJECT_ROOT, ModelFiles
 from pipeline.model.inference import Classifier
-from pipeline.model.predict import input_files, predict_files
+from pipeline.model.predict import input_files, output_file, predict_files, write_predictions
 from stages.common import entrypoint
 
 log = logging.getLogger("stagewise")
@@ -27,11 +26,11 @@ def run(cfg: Config) -> Path:
     files = input_files(cfg.predict.input, cfg.data.extensions)
     if not files:
         raise StagewiseError(f"predict.input={cfg.predict.input}: no image files found")
+    output = output_file(cfg.predict.output)
     classifier = Classifier.load(ModelFiles(PROJECT_ROOT / cfg.predict.model_dir))
     predictions = predict_files(classifier, files, cfg.data.max_pixels, cfg.eval.batch_size)
-    output = Path(cfg.predict.output).expanduser()
     table = joined_lists(predictions, cfg.data.label_delimiter)
-    atomic_write(output, lambda tmp: table.to_csv(tmp, index=False))
+    write_predictions(output, table, cfg.predict.output)
     failed = predictions[predictions["error"] != ""]
     for _, row in failed.iterrows():
         log.warning("could not read %s: %s", row["path"], row["error"])

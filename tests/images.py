@@ -1,6 +1,7 @@
 """Generated image files for ingest tests: every kind of file users really have."""
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,46 @@ def write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+# Hostile files: what Pillow's plugins make of them is not an OSError. Each one stopped a whole
+# ingest or predict run before decode_bytes caught every exception (Pillow 13).
+ORIENTATION_6 = (0x0112, 3, 1, struct.pack("<HH", 6, 0))  # SHORT 6: rotate to display
+
+
+def exif_ifd(entries: list[tuple[int, int, int, bytes]], next_ifd: int = 0) -> bytes:
+    """An EXIF payload: a little-endian TIFF header and one IFD of raw (tag, type, count,
+    4 value bytes) entries, with whatever types and counts a test chooses."""
+    body = struct.pack("<H", len(entries))
+    body += b"".join(
+        struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries
+    )
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + body + struct.pack("<I", next_ifd)
+
+
+def jpeg_with_exif(exif: bytes, size: tuple[int, int] = (16, 8)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, RED).save(buffer, format="JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def hostile_files() -> dict[str, bytes]:
+    """{file name: bytes} of files that made Pillow raise something other than OSError:
+    exif_transpose writes the EXIF back without the orientation, and a tag of a type its
+    writer does not expect raises TypeError, struct.error or AttributeError; a DDS header with
+    no pixel format raises NotImplementedError (named .png, as a mislabelled file is)."""
+    return {
+        "exif_typeerror.jpg": jpeg_with_exif(exif_ifd([ORIENTATION_6, (0x011A, 1, 1, b"abc\0")])),
+        "exif_struct_error.jpg": jpeg_with_exif(
+            exif_ifd([ORIENTATION_6, (0x0100, 1, 1, b"abc\0")])
+        ),
+        "exif_attribute_error.jpg": jpeg_with_exif(
+            exif_ifd([ORIENTATION_6, (0x010E, 11, 1, b"abc\0")])
+        ),
+        "dds_as.png": dds_header(),
+    }
+
+
+def dds_header() -> bytes:
+    """A DDS file header with no pixel format flags."""
+    return b"DDS " + struct.pack("<I", 124) + bytes(120)

@@ -1,6 +1,7 @@
 """ingest: digits and image folders -> manifest + uint8 array store; bad input is reported."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from pipeline.core.paths import Paths
 from pipeline.data.ingest import ingest
 from pipeline.data.store import load_images, load_manifest
 from pipeline.tasks.kinds import SingleLabel
+from stages import ingest as ingest_stage
 from tests.conftest import compose_config, write_image_folder
+from tests.images import hostile_files
 
 
 def test_digits_are_ingested_as_uint8_images(digits_paths: Paths):
@@ -60,6 +63,36 @@ def test_unreadable_file_is_reported_not_fatal(tmp_path):
     assert len(result.manifest) == 20
     assert [bad["id"] for bad in result.report["bad_files"]] == ["a/broken.png"]
     assert load_images(tmp_path / "images.npy").shape[0] == 20
+
+
+def test_hostile_files_are_reported_and_the_ingest_goes_on(tmp_path):
+    """Files on which Pillow raises TypeError, struct.error, AttributeError or
+    NotImplementedError; enough files that the decoding runs in the worker pool."""
+    root = write_image_folder(tmp_path / "photos", {"a": 40, "b": 40})
+    for name, raw in hostile_files().items():
+        (root / "a" / name).write_bytes(raw)
+    cfg = compose_config("data=folder", f"data.root={root}", "data.max_bad_fraction=0.1")
+    paths = Paths(tmp_path / "project")
+    ingest_stage.run(cfg, paths)
+    report = json.loads(paths.ingest_report.read_text())
+    reasons = {bad["id"]: bad["reason"] for bad in report["bad_files"]}
+    assert sorted(reasons) == sorted(f"a/{name}" for name in hostile_files()), reasons
+    assert all(reason.startswith("unreadable: ") for reason in reasons.values()), reasons
+    assert "NotImplementedError" in reasons["a/dds_as.png"]
+    assert report["images"] == 80 and load_images(paths.images).shape[0] == 80
+
+
+@pytest.mark.parametrize(
+    "keep", [0, 50, 128, -5], ids=["empty", "header-cut", "no-rows", "rows-cut"]
+)
+def test_a_truncated_store_is_named_with_the_fix_to_run(tmp_path, keep):
+    store = tmp_path / "images.npy"
+    np.save(store, np.zeros((10, 4, 4, 1), np.uint8))
+    os.truncate(store, keep if keep >= 0 else store.stat().st_size + keep)
+    with pytest.raises(
+        StagewiseError, match=r"images\.npy is truncated or corrupt .*dvc repro -f ingest"
+    ):
+        load_images(store)
 
 
 def test_too_many_bad_files_fail_without_leaving_a_store(tmp_path):

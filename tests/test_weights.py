@@ -63,6 +63,16 @@ def test_a_pickled_object_offered_as_weights_is_refused(tmp_path):
         read_state_file(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("name", ["notes.txt", "notes.pt", "sub/notes"])
+def test_a_text_file_as_weights_is_refused_with_one_line(tmp_path, name):
+    """torch's weights-only unpickler raises KeyError on this text (its 'h' reads as BINGET)."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("hello, these are my notes\n")
+    with pytest.raises(StagewiseError, match=f"model.weights={path} is not a torch weights file"):
+        pretrained_state(name, "small_cnn", tmp_path, no_runs)
+
+
 def test_weights_of_another_architecture_are_refused_with_the_mismatch():
     source = build_model(ModelSpec(**{**spec().__dict__, "widths": [4, 4]}))
     with pytest.raises(StagewiseError, match=r"does not fit this model.*shape"):

@@ -13,12 +13,25 @@ from typing import Any
 
 from pipeline.core.errors import StagewiseError
 
+# Why a write found no room, and what to do. EFBIG: a file-size limit (ulimit -f, a batch
+# scheduler's; raised only with SIGXFSZ ignored, else that signal kills the process) or the
+# filesystem's largest file.
+NO_ROOM = {
+    errno.ENOSPC: ("no space left on the device", "free some space"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space"),
+    errno.EFBIG: (
+        "file too large for the file-size limit (ulimit -f) or the filesystem",
+        "raise the limit or write elsewhere",
+    ),
+}
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on a temporary sibling of path, fsync it, then rename it over path.
 
     A reader (or a crash) never sees a half-written file: path is either the old file,
-    absent, or complete. A full disk (or quota) is a StagewiseError naming the file.
+    absent, or complete. A full disk (or quota, or file-size limit) is a StagewiseError naming
+    the file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_writers_files(path)
@@ -30,12 +43,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if e.errno not in NO_ROOM:
             raise
-        full = "disk quota exceeded" if e.errno == errno.EDQUOT else "no space left on the device"
+        problem, remedy = NO_ROOM[e.errno]
         raise StagewiseError(
-            f"{full} to write {path}; the previous version, if any, is intact: free some "
-            "space and rerun"
+            f"{problem} to write {path}; the previous version, if any, is intact: {remedy} "
+            "and rerun"
         ) from None
     finally:
         if tmp is not None:

@@ -48,6 +48,8 @@ class Decoded:
 
 
 def decode_bytes(raw: bytes, settings: DecodeSettings) -> Decoded:
+    """File bytes -> the fitted image; any bytes that are not a usable image raise BadImage,
+    whose message is a one-line reason, and nothing else."""
     if not raw:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -64,14 +66,31 @@ def decode_bytes(raw: bytes, settings: DecodeSettings) -> Decoded:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: much faster for thumbnails.
             image.draft(None, (settings.size, settings.size))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            array = convert(ImageOps.exif_transpose(image), settings)
     except BadImage:
         raise
     except UnidentifiedImageError:
         raise BadImage("not an image: no decoder recognises the file") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise BadImage(f"unreadable: {e}") from None
-    return Decoded(array=convert(image, settings), height=height, width=width, mode=mode)
+    except MemoryError:
+        raise BadImage("too large to decode in the memory available") from None
+    # Broad on purpose: on hostile bytes PIL's plugins raise whatever their parsing hits, not
+    # only OSError (TypeError or struct.error from a malformed EXIF tag that exif_transpose
+    # writes back, NotImplementedError from a DDS pixel format, ...), and one bad file must be
+    # a line in the report, never the end of an ingest, a predict run or a served batch.
+    except Exception as e:
+        raise BadImage(f"unreadable: {one_line(e)}") from None
+    return Decoded(array=array, height=height, width=width, mode=mode)
+
+
+def one_line(error: Exception) -> str:
+    """An exception as a short reason: its first line, or its type where it has no message;
+    the type is named too where the message alone (e.g. a TypeError's) would not say much."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    if isinstance(error, (OSError, ValueError, SyntaxError, EOFError)):
+        return lines[0]
+    return f"{type(error).__name__}: {lines[0]}"
 
 
 def convert(image: Image.Image, settings: DecodeSettings) -> np.ndarray:

@@ -47,7 +47,19 @@ def load_images(path: Path) -> np.ndarray:
     """The array store as a read-only memory map (N x H x W x C, uint8)."""
     if not path.exists():
         raise StagewiseError(f"{path} is missing: run `dvc repro ingest` first")
-    return np.load(path, mmap_mode="r")
+    try:
+        return np.load(path, mmap_mode="r")
+    except OSError as e:
+        raise StagewiseError(
+            f"{path} cannot be read ({e.strerror or e}); rerun ingest: dvc repro -f ingest"
+        ) from None
+    except (ValueError, EOFError) as e:
+        # numpy's words for a cut-off file: "mmap length is greater than file size" (rows
+        # missing), "EOF: reading array header", "No data left in file" (empty)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StagewiseError(
+            f"{path} is truncated or corrupt ({reason}); rerun ingest: dvc repro -f ingest"
+        ) from None
 
 
 def iter_chunks(n: int, size: int) -> Iterator[slice]:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import StagewiseError
+from pipeline.core.io import atomic_write
 from pipeline.data.decode import BadImage, decode_bytes
 from pipeline.data.store import iter_chunks
 from pipeline.model.inference import Classifier
@@ -20,13 +21,54 @@ def input_files(source: str, extensions: list[str]) -> list[Path]:
         suffixes = {e.lower() for e in extensions}
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
     if path.is_file() and path.suffix.lower() == ".csv":
-        table = pd.read_csv(path, dtype=str)
-        if "path" not in table.columns:
-            raise StagewiseError(f"predict.input={source}: the CSV needs a path column")
-        return [p if (p := Path(v)).is_absolute() else path.parent / p for v in table["path"]]
+        return csv_paths(path, source)
     raise StagewiseError(
         f"predict.input={source}: give a folder of images or a CSV with a path column"
     )
+
+
+def csv_paths(path: Path, source: str) -> list[Path]:
+    """A CSV's path column, relative paths resolved against the CSV's folder."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError as e:
+        raise StagewiseError(
+            f"predict.input={source}: the CSV is not UTF-8 text (byte 0x{e.object[e.start]:02x} "
+            "cannot be decoded); save it as UTF-8"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise StagewiseError(f"predict.input={source} is not a readable CSV ({first})") from None
+    if "path" not in table.columns:
+        raise StagewiseError(f"predict.input={source}: the CSV needs a path column")
+    if empty := [i + 2 for i, v in enumerate(table["path"]) if not v.strip()]:
+        raise StagewiseError(
+            f"predict.input={source}: the path column is empty on line {empty[0]}; "
+            "give every row a file path"
+        )
+    return [p if (p := Path(v)).is_absolute() else path.parent / p for v in table["path"]]
+
+
+def output_file(setting: str) -> Path:
+    """predict.output as a file path, checked before any work: a folder is refused."""
+    path = Path(setting).expanduser()
+    if path.is_dir():
+        raise StagewiseError(
+            f"predict.output={setting} is a folder; give a file path, e.g. "
+            f"predict.output={path / 'predictions.csv'}"
+        )
+    return path
+
+
+def write_predictions(path: Path, table: pd.DataFrame, setting: str) -> None:
+    """table as a CSV at path, atomically; an unwritable path is a one-line error."""
+    try:
+        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+    except OSError as e:
+        raise StagewiseError(
+            f"predict.output={setting}: cannot write {path} ({e.strerror or e}); "
+            "give a path in a writable folder"
+        ) from None
 
 
 def predict_files(

@@ -28,7 +28,6 @@ from pipeline.model.networks import load_spec
 log = logging.getLogger(__name__)
 
 RUN_PREFIX = "runs:/"
-STATE_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def pretrained_state(
                 f"set model.arch={trained}"
             )
         return read_state_file(files.weights)
-    if source.endswith(STATE_FILE_SUFFIXES) or "/" in source:
+    if "/" in source or Path(source).suffix:  # a file: torchvision's names have neither
         path = Path(source).expanduser()
         return read_state_file(path if path.is_absolute() else base / path)
     return torchvision_state(arch, source)
@@ -79,10 +78,13 @@ def read_state_file(path: Path) -> dict[str, torch.Tensor]:
                 "model.state_dict() or a .safetensors file"
             ) from None
         raise StagewiseError(f"model.weights={path} is not a torch weights file") from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # Broad on purpose: on bytes that are no torch file (a text file, say), torch's weights-only
+    # unpickler raises whatever the bytes lead it to: KeyError, IndexError, struct.error, ...
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
         raise StagewiseError(
-            f"model.weights={path} is not a torch weights file ({first})"
+            f"model.weights={path} is not a torch weights file ({type(e).__name__}: {first}); "
+            "give a .safetensors file or a torch.save'd state dict"
         ) from None
     return tensors_of(loaded, path)
 
