@@ -109,3 +109,35 @@ def test_split_images_carry_targets_in_class_order(digits_paths: Paths):
     manifest = load_manifest(digits_paths.manifest).set_index("id")
     labels = manifest.loc[valid.ids, "label"].to_numpy()
     assert (np.array(valid.classes)[valid.targets] == labels).all()
+
+
+@pytest.mark.parametrize(
+    ("task", "labels", "overrides", "message"),
+    [
+        # iterative stratification put all five images in train
+        ("multilabel", [["a", "b"], ["b"], ["a"], ["c"], ["c"]], [],
+         "valid and test would have no images (train 5, valid 0, test 0 of 5)"),
+        # the splitter raised a ValueError on drawing its only image
+        ("multilabel", [["a"], ["a", "b"]], [],
+         "valid would have no images (train 1, valid 0, test 1 of 2)"),
+        ("regression", [{"x": 1.0}, {"x": 2.0}], [],
+         "train would have no images (train 0, valid 1, test 1 of 2)"),
+        ("single_label", ["a", "b"], ["split=time"],
+         "valid and test would have no images (train 2, valid 0, test 0 of 2)"),
+    ],
+)  # fmt: skip
+def test_a_split_leaving_train_valid_or_test_empty_is_refused_for_every_task(
+    task, labels, overrides, message
+):
+    from pipeline.tasks.kinds import task_kind
+
+    manifest = toy_manifest(
+        {"x": len(labels)}, time=[f"2024-01-0{i + 1}" for i in range(len(labels))]
+    )
+    manifest["label"] = labels
+    cfg = compose_config(f"task={task}", *overrides).split
+    with pytest.raises(StagewiseError) as raised:
+        assign_splits(manifest, cfg, task_kind(task))
+    assert str(raised.value) == (
+        f"split: {message}; add images, or change split.valid_pct=0.2/split.test_pct=0.2"
+    )

@@ -307,3 +307,68 @@ def test_a_multilabel_group_split_spreads_groups_of_images_without_labels_too():
     split = assign_splits(manifest, cfg, MultiLabel()).set_index("id")["split"]
     where = split.loc[manifest.loc[empty, "id"]].value_counts()
     assert set(where.index) == {"train", "valid", "test"}  # not all in the least full split
+
+
+def test_targets_beyond_float32_are_refused_per_row_and_huge_ones_train_without_overflow(
+    tmp_path,
+):
+    # 1e308 and -1e39 are finite floats but inf once cast to float32, the training dtype
+    rows = [{"x": x} for x in (1e308, -1e39, 3e38, 3e38, 3e38, -3e38)]
+    result = ingested(tmp_path, "regression", rows, "data.targets=[x]", "data.max_bad_fraction=0.5")
+    reasons = {entry["row"]: entry["reason"] for entry in result.report["bad_files"]}
+    assert sorted(reasons) == [1, 2]
+    assert all("beyond the range of float32" in reason for reason in reasons.values())
+    kind = task_kind("regression")
+    targets = kind.encode(result.manifest["label"], ["x"])
+    assert np.isfinite(targets).all()
+    # standardizing -3e38 with the mean 1.5e38 overflows float32 (-4.5e38); the squares of
+    # the metrics do from 1.9e19 on
+    head = make_head(**kind.model_fields(targets, compose_config("task=regression").eval, None))
+    outputs, actual = torch.zeros(len(targets), 1), torch.from_numpy(targets)
+    assert torch.isfinite(head.loss(outputs, actual))
+    assert np.isfinite(list(head.epoch_scores(outputs, actual).values())).all()
+
+
+@pytest.mark.parametrize("max_bad_fraction", ["0.05", "1.0"])
+def test_a_table_without_one_usable_target_names_the_column_and_rows(tmp_path, max_bad_fraction):
+    rows = [{"x": "n/a"}, {"x": ""}, {"x": "big"}, {"x": "n/a"}]
+    with pytest.raises(StagewiseError) as raised:
+        ingested(tmp_path, "regression", rows, "data.targets=[x]",
+                 f"data.max_bad_fraction={max_bad_fraction}")  # fmt: skip
+    message = str(raised.value)
+    assert message.startswith("ingest: no usable image: 4 were refused for their target values")
+    assert (
+        "e.g. row 1 (0.png): target column 'x' holds 'n/a', not a number; "
+        "row 2 (1.png): no value in target column 'x'; row 3 (2.png): target column 'x' holds "
+        "'big', not a number; fix them" in message
+    )
+    assert "decoded" not in message and "\n" not in message
+
+
+def test_multilabel_refuses_labels_that_never_vary_and_names_those_that_do_not(tmp_path, caplog):
+    (tmp_path / "one").mkdir()
+    with pytest.raises(StagewiseError, match=r"^ingest: no label varies across the images "
+                       r"\(all 4 have exactly 'a', 'b'\)"):  # fmt: skip
+        ingested(tmp_path / "one", "multilabel", [{"label": "a;b"} for _ in range(4)])
+    (tmp_path / "two").mkdir()
+    rows = [{"label": label} for label in ["a;b", "a"] * 3]
+    result = ingested(tmp_path / "two", "multilabel", rows)
+    assert result.report["constant_labels"] == ["a"]
+    assert "warning: ingest: label(s) 'a' are on all the images or on none" in caplog.text
+
+
+def test_multilabel_split_refuses_training_images_whose_labels_never_vary(tmp_path, caplog):
+    labels = [["a", "b"]] * 4 + [["a"], ["b"]]  # the training images all have a and b
+    manifest = pd.DataFrame({"id": [f"{i}" for i in range(6)], "label": labels, "group": None,
+                             "sha256": [str(i) for i in range(6)]})  # fmt: skip
+    listed = tmp_path / "split.csv"
+    pd.DataFrame({"id": manifest["id"], "split": ["train"] * 4 + ["valid", "test"]}).to_csv(
+        listed, index=False
+    )
+    cfg = compose_config("task=multilabel", "split=list", f"split.list_file={listed}").split
+    with pytest.raises(StagewiseError, match=r"^split: no label varies across the training images"):
+        assign_splits(manifest, cfg, MultiLabel())
+    manifest.loc[3, "label"] = ["a"]  # b varies now, a does not
+    split = assign_splits(manifest, cfg, MultiLabel())
+    assert "warning: split: label(s) 'a' are on all the training images or on none" in caplog.text
+    assert split_report(manifest, split, cfg, MultiLabel())["constant_labels"] == ["a"]

@@ -1,6 +1,7 @@
 """fine_tune, checkpoints and resume, the optional callbacks, the sanity check and lr_find,
 all on the real digits data on the CPU."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -23,9 +24,17 @@ from pipeline.train.callbacks import (
 )
 from pipeline.train.checkpoint import load_checkpoint
 from pipeline.train.fine_tune import discriminative_lrs, layer_groups
-from pipeline.train.loop import Callback, EpochResult, FitState, fit, overfit_one_batch
+from pipeline.train.loop import (
+    Callback,
+    Diverged,
+    EpochResult,
+    FitState,
+    fit,
+    overfit_one_batch,
+)
 from pipeline.train.lr_find import lr_find, valley
 from tests.conftest import compose_config
+from tests.project import mlflow_client
 
 CPU = torch.device("cpu")
 TRAIN = compose_config(
@@ -285,3 +294,53 @@ def test_deterministic_algorithms_are_switched_on_and_back_off():
     assert torch.are_deterministic_algorithms_enabled()
     seed_everything(0)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_diverging_training_stops_in_one_line_fails_its_run_and_keeps_the_model(project):
+    models = project.root / "models"
+    before = {path.name: path.read_bytes() for path in models.iterdir()}
+    # lr 1000 on digits: epoch 1 ends with finite weights, a later one's loss turns NaN
+    result = project.run("python", "-m", "stages.train", "train.lr=1000", "train.epochs=3",
+                         "train.pct_start=0.5", "train.checkpoint_every_s=0", check=False)  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    found = re.fullmatch(
+        r"error: train: the training loss became nan at epoch (\d+), batch \d+; "
+        r"lower train\.lr or check the targets",
+        last,
+    )
+    assert found and "Traceback" not in result.stderr, last
+    assert {path.name: path.read_bytes() for path in models.iterdir()} == before
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("stagewise")
+    (run,) = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )
+    assert run.info.status == "FAILED" and run.data.params["train.lr"] == "1000.0"
+    assert run.data.tags["error"].startswith("Diverged: train: the training loss became nan")
+    # the last good epoch's checkpoint, not the NaN weights
+    diverged_at = int(found.group(1))
+    assert diverged_at >= 2
+    saved = torch.load(project.root / "checkpoints/train.pt", weights_only=True)
+    assert saved["epoch"] == diverged_at - 1 and saved["run_id"] == run.info.run_id
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_weights_broken_by_an_epochs_last_step_stop_training_on_the_validation_loss(
+    digits_paths,
+):
+    train, valid, normalizer, classes = digits(digits_paths)
+    # one step per epoch: its training loss is the initial weights', finite
+    cfg = replace(TRAIN, epochs=2, batch_size=1024, lr=1e9)
+    with pytest.raises(Diverged, match=r"validation loss became (nan|inf) at epoch 1; lower"):
+        fit(small_cnn(classes, seed=0), train, valid, cfg, normalizer, seed=0)
+
+
+def test_statistics_that_overflow_behind_finite_losses_stop_training(digits_paths):
+    train, valid, normalizer, classes = digits(digits_paths)
+    # BatchNorm normalizes by running variances that became inf: the losses stay finite
+    cfg = replace(TRAIN, epochs=3, lr=1000)
+    with pytest.raises(
+        Diverged, match=r"weights became NaN or infinite at epoch 1 \(.*running_var\)"
+    ):
+        fit(small_cnn(classes, seed=0), train, valid, cfg, normalizer, seed=0)

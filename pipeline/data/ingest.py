@@ -11,6 +11,7 @@ outputs are byte for byte those of a full ingest.
 """
 
 import hashlib
+import logging
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -57,6 +58,9 @@ PARALLEL_MIN_ITEMS = 64
 CODECS = ("jpg", "jpg_2000", "zlib", "libtiff", "webp")
 
 Outcome = tuple[Decoded, str] | str  # (decoded image, sha256 of its bytes), or why it is unusable
+EXAMPLES = 3  # unusable rows an error names
+
+log = logging.getLogger("stagewise")
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ def ingest(
         outcomes = reuse_or_decode(items, reused, settings)
         rows, bad, duplicates = decode_into(store, items, outcomes, cfg.duplicates)
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+        check_usable(manifest, listing.rejected, bad, kind)
         bad = listing.rejected + bad
         check_bad_share(len(bad), len(items) + len(listing.rejected), cfg.max_bad_fraction)
         check_duplicates(duplicates, cfg.duplicates)
@@ -270,11 +275,14 @@ def decode_into(
 def ingest_report(
     cfg: DataConfig, manifest: pd.DataFrame, bad: list[dict], duplicates: dict, kind: TaskKind
 ) -> dict:
+    labels = manifest["label"]
+    constant = kind.constant(labels, kind.names(labels))
     return {
         "source": cfg.source,
         "images": len(manifest),
         "image_shape": [cfg.image_size, cfg.image_size, cfg.channels],
-        kind.counts_key: kind.counts(manifest["label"]),
+        kind.counts_key: kind.counts(labels),
+        **({"constant_labels": constant} if constant else {}),
         "original_modes": dict(sorted(Counter(manifest["mode"]).items())),
         "bad_files": sorted(bad, key=lambda entry: entry["id"]),
         "duplicates": [
@@ -302,9 +310,35 @@ def check_duplicates(duplicates: dict[str, list[str]], policy: str) -> None:
         )
 
 
-def check_labels(manifest: pd.DataFrame, kind: TaskKind) -> None:
-    if manifest.empty:
+def check_usable(
+    manifest: pd.DataFrame, refused: list[dict], undecodable: list[dict], kind: TaskKind
+) -> None:
+    """Refuse an ingest that kept no image, saying why: the images' labels or targets (every
+    row of a regression table whose target column holds text, say), or their files."""
+    if not manifest.empty:
+        return
+    examples = "; ".join(map(unusable_entry, (refused + undecodable)[:EXAMPLES]))
+    examples = f", e.g. {examples}" if examples else ""
+    if not refused:
         raise StagewiseError(
-            "ingest: no image could be decoded; check data.root and the files in it"
+            f"ingest: no image could be decoded{examples}; check data.root and the files in it"
         )
-    kind.check(manifest["label"])
+    decoded = f" and {len(undecodable)} could not be decoded" if undecodable else ""
+    raise StagewiseError(
+        f"ingest: no usable image: {len(refused)} were refused for their {kind.label_word} (or "
+        f"their path){decoded}{examples}; fix them in the data, or the data.* settings that "
+        "read them"
+    )
+
+
+def unusable_entry(entry: dict) -> str:
+    """A report's bad_files entry as an error's example: where it is and why it is unusable."""
+    where = f"row {entry['row']} ({entry['id']})" if "row" in entry else entry["id"]
+    return f"{where}: {entry['reason']}"
+
+
+def check_labels(manifest: pd.DataFrame, kind: TaskKind) -> None:
+    labels = manifest["label"]
+    kind.check(labels)
+    if constant := kind.constant(labels, kind.names(labels)):
+        log.warning(kind.constant_warning(constant, "ingest", "the images"))

@@ -94,9 +94,53 @@ def assign_splits(
         strategies = {"time": time_split, "folder": folder_split, "list": list_split}
         split = strategies[cfg.strategy](manifest, cfg)
     split = split.sort_values("id", ignore_index=True)
+    check_split_sizes(split, cfg)
     if kind.stratify != Stratify.none:
         check_classes_train(manifest, split, kind)
+    check_training_labels(manifest, split, kind)
     return split
+
+
+def check_split_sizes(split: pd.DataFrame, cfg: SplitConfig) -> None:
+    """Images in train and valid, and in test when split.test_pct asks for one: whatever the
+    strategy and task (a few images round to empty shares, iterative stratification may leave
+    a split short, folders or a list may lack one). A single-label random split never fails
+    here: check_class_sizes gives every class an image in each split first."""
+    counts = split["split"].value_counts()
+    asks_test = cfg.strategy not in (Strategy.folder, Strategy.list) and cfg.test_pct > 0
+    needed = ["train", "valid", *(["test"] if asks_test else [])]
+    if not (empty := [name for name in needed if counts.get(name, 0) == 0]):
+        return
+    got = ", ".join(f"{name} {counts.get(name, 0)}" for name in SPLITS)
+    fixes = {
+        Strategy.folder: "add images to the empty split's folder under data.root",
+        Strategy.list: "assign images to it in split.list_file",
+    }
+    fix = fixes.get(
+        cfg.strategy,
+        f"add images, or change split.valid_pct={cfg.valid_pct}/split.test_pct={cfg.test_pct}",
+    )
+    raise StagewiseError(
+        f"split: {' and '.join(empty)} would have no images ({got} of {len(split)}); {fix}"
+    )
+
+
+def check_training_labels(manifest: pd.DataFrame, split: pd.DataFrame, kind: TaskKind) -> None:
+    """What the task refuses at ingest (one class, a constant target, no label that varies),
+    refused on the training images too: they are what the model learns from. Labels the same
+    on every training image (or on none) that check lets through are a warning."""
+    labels, names = training_labels(manifest, split, kind)
+    kind.check(labels, "split", "the training images")
+    if constant := kind.constant(labels, names):
+        log.warning(kind.constant_warning(constant, "split", "the training images"))
+
+
+def training_labels(
+    manifest: pd.DataFrame, split: pd.DataFrame, kind: TaskKind
+) -> tuple[pd.Series, list[str]]:
+    """The train split's labels, and the model's outputs (kind.names of every image)."""
+    train_ids = split.loc[split["split"] == "train", "id"]
+    return manifest.loc[manifest["id"].isin(train_ids), "label"], kind.names(manifest["label"])
 
 
 def random_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -> pd.DataFrame:
@@ -130,13 +174,17 @@ def label_sets_split(manifest: pd.DataFrame, cfg: SplitConfig, kind: TaskKind) -
 
     rows = manifest.sort_values("id")
     matrix = kind.indicator(rows["label"], kind.names(rows["label"]))
+    if matrix.shape[1] == 1:  # one label: the splitter takes it for a binary target and refuses
+        matrix = np.hstack([matrix, 1 - matrix])
     split = np.full(len(rows), "train", dtype=object)
     seed = cfg.seed
     rest = np.arange(len(rows))
     for name, pct in (("test", cfg.test_pct), ("valid", cfg.valid_pct / (1 - cfg.test_pct))):
-        if pct <= 0:
+        # at least one image out, one left: too few images leave a split empty, which
+        # check_split_sizes refuses (the splitter itself would raise on taking them all)
+        n_out = min(max(1, math.floor(len(rest) * pct + 0.5)), len(rest) - 1)
+        if pct <= 0 or n_out < 1:
             continue
-        n_out = max(1, math.floor(len(rest) * pct + 0.5))
         splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=n_out, random_state=seed)
         _, out = next(splitter.split(np.zeros(len(rest)), matrix[rest]))
         split[rest[out]] = name
@@ -416,6 +464,8 @@ def split_report(
             report["splits"][name]["groups"] = per_class
     if cfg.strategy == "time":
         report["time"] = time_ranges(joined, cfg.time_unit)
+    if constant := kind.constant(*training_labels(manifest, split, kind)):
+        report["constant_labels"] = constant  # on every training image or on none
     report["leakage"] = leakage(manifest, split, cfg)
     return report
 

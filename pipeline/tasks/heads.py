@@ -124,22 +124,37 @@ class RegressionHead(Head):
     y_range: tuple[float, float] | None  # in the targets' units
     task = Task.regression
 
+    def standardize(self, values: torch.Tensor) -> torch.Tensor:
+        """(values - mean) / std, computed in float64: float32 overflows on the difference of
+        targets near its limit (3e38 - -1e38) although the standardized value is small."""
+        mean = self.mean.to(values.device, torch.float64)
+        std = self.std.to(values.device, torch.float64)
+        return ((values.double() - mean) / std).float()
+
+    def unstandardize(self, standardized: torch.Tensor) -> torch.Tensor:
+        """Standardized values in the targets' units, float64 (see standardize; predict
+        answers in float32)."""
+        mean = self.mean.to(standardized.device, torch.float64)
+        std = self.std.to(standardized.device, torch.float64)
+        return standardized.double() * std + mean
+
     def standardized(self, output: torch.Tensor) -> torch.Tensor:
         """The model's outputs as standardized targets, squashed into y_range if set."""
         if self.y_range is None:
             return output
-        mean, std = self.mean.to(output.device), self.std.to(output.device)
-        low, high = ((torch.tensor(v, device=output.device) - mean) / std for v in self.y_range)
+        bounds = torch.tensor(self.y_range, device=output.device)[:, None]  # 2 x 1
+        low, high = self.standardize(bounds)  # each per target
         return torch.sigmoid(output) * (high - low) + low
 
     def loss(self, output, targets, label_smoothing=0.0):
-        mean, std = self.mean.to(output.device), self.std.to(output.device)
-        return F.mse_loss(self.standardized(output).float(), (targets - mean) / std)
+        return F.mse_loss(self.standardized(output).float(), self.standardize(targets))
 
     def epoch_scores(self, output, targets):
         """RMSE, MAE and R² in the targets' units, each the mean over the targets (as
-        scikit-learn's multioutput="uniform_average")."""
-        error = self.predict(output) - targets
+        scikit-learn's multioutput="uniform_average"); in float64, whose squares of large
+        targets (beyond ~1e19) do not overflow."""
+        targets = targets.double()
+        error = self.unstandardize(self.standardized(output)) - targets
         spread = ((targets - targets.mean(dim=0)) ** 2).sum(dim=0)
         r2 = 1 - (error**2).sum(dim=0) / spread.clamp_min(1e-12)
         return {

@@ -26,6 +26,7 @@ Labeller = Callable[[Path, dict | None], object]
 MISSING_LABELS = {"", "nan", "NaN", "None"}
 NONE = "(none)"  # multi-label: the reports' and the split's name for an empty label set
 NONE_IMAGES = "(images)"  # regression: the split's one pseudo-class, every image
+TARGET_DTYPE = np.float32  # what encode() gives training: regression's values must fit it
 
 
 class Stratify(StrEnum):
@@ -43,6 +44,7 @@ class TaskKind:
     gate_metric: str  # the test metric eval.register_min_accuracy is compared with
     stratify: Stratify
     counts_key = "classes"  # the reports' key for counts()
+    label_word = "label"  # what an image's label is called in messages
     smooths_labels = False  # whether train.label_smoothing means anything
 
     def labeller(self, cfg: DataConfig, text_labeller: Callable[[], Labeller]) -> Labeller:
@@ -53,8 +55,22 @@ class TaskKind:
         """The columns data.table must have besides path."""
         return {"label"} if cfg.label == Label.column else set()
 
-    def check(self, labels: pd.Series) -> None:
-        """Refuse a dataset this task cannot learn (ingest)."""
+    def check(self, labels: pd.Series, where: str = "ingest", images: str = "the images") -> None:
+        """Refuse images this task cannot learn from: every image (ingest), then the training
+        images (split). where and images name the stage and the images in the message."""
+
+    def constant(self, labels: pd.Series, names: list[str]) -> list[str]:
+        """The outputs among names that these images cannot teach, because every image has the
+        same one (a label on all or none of them, a target with one value)."""
+        return []
+
+    def constant_warning(self, constant: list[str], where: str, images: str) -> str:
+        """The warning line for constant outputs that check() lets through (multilabel's labels
+        when others vary)."""
+        return (
+            f"warning: {where}: label(s) {', '.join(map(repr, constant))} are on all {images} "
+            "or on none: the model learns nothing about them (add images that differ)"
+        )
 
     def names(self, labels: pd.Series) -> list[str]:
         """The model's outputs in order: classes, labels or targets."""
@@ -122,10 +138,11 @@ class SingleLabel(TaskKind):
     gate_metric = "accuracy"
     stratify = Stratify.classes
 
-    def check(self, labels: pd.Series) -> None:
+    def check(self, labels: pd.Series, where: str = "ingest", images: str = "the images") -> None:
         if labels.nunique() < 2:
             raise StagewiseError(
-                f"ingest: only one class ({labels.iloc[0]!r}) found; a classifier needs at least two"
+                f"{where}: only one class ({labels.iloc[0]!r}) found among {images}; a "
+                "classifier needs at least two"
             )
 
     def names(self, labels: pd.Series) -> list[str]:
@@ -181,12 +198,25 @@ class MultiLabel(TaskKind):
         fields = super().model_fields(train_targets, evaluation, y_range)
         return {**fields, "threshold": threshold}
 
-    def check(self, labels: pd.Series) -> None:
-        if not self.names(labels):
+    def check(self, labels: pd.Series, where: str = "ingest", images: str = "the images") -> None:
+        """At least one label that some images have and others lack: a label on every image
+        (or on none) is learnt perfectly by always (never) predicting it, F1 1.0 for nothing."""
+        names = self.names(labels)
+        if not names:
             raise StagewiseError(
-                "ingest: no image has a label; task=multilabel needs at least one label name "
+                f"{where}: no image has a label; task=multilabel needs at least one label name "
                 "(check data.label_delimiter and the label column)"
             )
+        if self.constant(labels, names) == names:
+            raise StagewiseError(
+                f"{where}: no label varies across {images} (all {len(labels)} have exactly "
+                f"{', '.join(map(repr, names))}); a multi-label model learns which labels an image has and which it "
+                "lacks: add images without some of these labels"
+            )
+
+    def constant(self, labels: pd.Series, names: list[str]) -> list[str]:
+        share = self.indicator(labels, names).mean(axis=0)
+        return [name for name, s in zip(names, share, strict=True) if s in (0.0, 1.0)]
 
     def names(self, labels: pd.Series) -> list[str]:
         return sorted({name for cell in labels for name in cell})
@@ -214,6 +244,7 @@ class Regression(TaskKind):
     gate_metric = "r2"
     stratify = Stratify.none
     counts_key = "targets"
+    label_word = "target values"
 
     def labeller(self, cfg: DataConfig, text_labeller: Callable[[], Labeller]) -> Labeller:
         targets = self.targets(cfg)
@@ -258,12 +289,18 @@ class Regression(TaskKind):
             )
         return {**fields, "y_range": [low, high]}
 
-    def check(self, labels: pd.Series) -> None:
-        values = self.encode(labels, self.names(labels))
-        if len(values) > 1 and (values.std(axis=0) == 0).any():
+    def check(self, labels: pd.Series, where: str = "ingest", images: str = "the images") -> None:
+        names = self.names(labels)
+        if constant := self.constant(labels, names):
             raise StagewiseError(
-                "ingest: a target column has the same value for every image; nothing to learn"
+                f"{where}: target column(s) {', '.join(map(repr, constant))} have the same value "
+                f"for all {images}; nothing to learn"
             )
+
+    def constant(self, labels: pd.Series, names: list[str]) -> list[str]:
+        # float64: the spread of float32 values beyond ~1e19 overflows float32's squares
+        spread = self.encode(labels, names).std(axis=0, dtype=np.float64)
+        return [name for name, s in zip(names, spread, strict=True) if s == 0]
 
     def names(self, labels: pd.Series) -> list[str]:
         return [] if labels.empty else list(labels.iloc[0])
@@ -274,7 +311,7 @@ class Regression(TaskKind):
 
     def encode(self, labels: pd.Series, names: list[str]) -> np.ndarray:
         values = [[cell[name] for name in names] for cell in labels]
-        return np.asarray(values, dtype=np.float32).reshape(len(labels), len(names))
+        return np.asarray(values, dtype=TARGET_DTYPE).reshape(len(labels), len(names))
 
     def counts(self, labels: pd.Series) -> dict:
         """Per target: min, mean, max and std over the images."""
@@ -332,4 +369,11 @@ def number(value: object, column: str) -> float:
         raise ValueError(f"target column {column!r} holds {value!r}, not a number") from None
     if not math.isfinite(result):
         raise ValueError(f"target column {column!r} holds {value!r}, not a finite number")
+    with np.errstate(over="ignore"):
+        trainable = np.isfinite(TARGET_DTYPE(result))
+    if not trainable:  # e.g. 1e308: finite as a float64, inf once encode() casts it
+        raise ValueError(
+            f"target column {column!r} holds {value!r}, beyond the range of {TARGET_DTYPE.__name__} "
+            f"that training uses (±{np.finfo(TARGET_DTYPE).max:.3g}); rescale the column"
+        )
     return result

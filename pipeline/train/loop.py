@@ -69,6 +69,35 @@ class FitState:
     stop: bool = False
 
 
+class Diverged(StagewiseError):
+    """A loss or a weight became NaN or infinite: raised before the callbacks' after_epoch and
+    after_fit see the epoch, so no checkpoint or model of those weights is written (the last
+    good epoch's checkpoint stays). A tuning trial fails alone on it, as on any error."""
+
+
+def check_finite(which: str, loss: float, epoch: int, batch: int | None = None) -> None:
+    """Stop training on a non-finite loss (batch: the first one with it, from 1, if known)."""
+    if math.isfinite(loss):
+        return
+    where = f"epoch {epoch}" + (f", batch {batch}" if batch else "")
+    raise Diverged(
+        f"train: the {which} loss became {loss} at {where}; lower train.lr or check the targets"
+    )
+
+
+def check_finite_weights(model: nn.Module, epoch: int) -> None:
+    """Stop training when a weight or buffer is NaN or infinite, before the callbacks see the
+    epoch: BatchNorm keeps the losses finite over running statistics that overflowed."""
+    tensors = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point()]
+    if not tensors or torch.stack([v.isfinite().all() for _, v in tensors]).all():
+        return  # one sync per epoch
+    name = next(k for k, v in tensors if not v.isfinite().all())
+    raise Diverged(
+        f"train: the weights became NaN or infinite at epoch {epoch} ({name}); lower train.lr "
+        "or check the targets"
+    )
+
+
 class Callback:
     """An optional part of training (reporting, early stopping, checkpoints...)."""
 
@@ -200,6 +229,9 @@ def run_epoch(
     start = time.perf_counter()
     train_loss = train_one_epoch(net, train, cfg, normalizer, state, head)
     valid_loss, scores = evaluate(net, valid, normalizer, cfg.batch_size * 4, head)
+    # the last step's update can break the weights with a finite training loss
+    check_finite("validation", valid_loss, state.epoch + 1)
+    check_finite_weights(state.model, state.epoch + 1)
     state.epoch += 1
     result = EpochResult(
         epoch=state.epoch,
@@ -242,16 +274,20 @@ def train_one_epoch(
     share = BatchShare(rows.start, cfg.batch_size)
     batches = [batch[rows] for batch in order[: n_steps * cfg.batch_size].split(cfg.batch_size)]
     total = torch.zeros((), device=data.device)
-    for images, targets in progress(
-        data.iterate(batches), desc="train", total=n_steps, off_terminal=False
-    ):
+    # the first batch whose loss is not finite (-1: none), kept on the device like total
+    first_bad = torch.full((), -1, dtype=torch.long, device=data.device)
+    batches_done = progress(data.iterate(batches), desc="train", total=n_steps, off_terminal=False)
+    for step, (images, targets) in enumerate(batches_done):
         loss = training_step(net, images, targets, cfg, normalizer, state.generator, share, head)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
         state.scheduler.step()
         total += loss.detach()
-    return float(distributed.mean_over_ranks(total)) / n_steps  # one sync per epoch, not per step
+        first_bad = torch.where((first_bad < 0) & ~loss.detach().isfinite(), step, first_bad)
+    mean = float(distributed.mean_over_ranks(total)) / n_steps  # one sync per epoch, not per step
+    check_finite("training", mean, state.epoch + 1, int(first_bad) + 1)
+    return mean
 
 
 def training_step(
