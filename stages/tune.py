@@ -13,7 +13,10 @@ Not a DVC stage: its trials reuse the pipeline's data, and the winner is trained
 import difflib
 import json
 import logging
+import math
 import os
+import signal
+import sys
 from functools import partial
 from typing import Any
 
@@ -55,6 +58,7 @@ def run(cfg: Config, paths: Paths = Paths()) -> float | None:
             partial(objective, cfg, paths, space, started),
             lock,
             poll_s=min(5, cfg.tune.heartbeat_s),
+            max_failed=cfg.tune.max_failed_trials,
         )
         status = "FINISHED"
     except Exception:
@@ -70,8 +74,13 @@ def run(cfg: Config, paths: Paths = Paths()) -> float | None:
 def check(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
     """What would fail a trial, refused before the first one."""
     train.check_metrics(cfg)
+    tune.check_study_name(cfg.tune.study)
     if cfg.tune.trials < 1:
         raise StagewiseError(f"tune.trials={cfg.tune.trials}: run at least one trial")
+    if cfg.tune.max_failed_trials < 1:
+        raise StagewiseError(
+            f"tune.max_failed_trials={cfg.tune.max_failed_trials}: must be at least 1"
+        )
     if cfg.train.overfit_one_batch or (
         requested_processes(cfg.train.devices, select_device(cfg.train.device)) != 1
     ):
@@ -79,25 +88,36 @@ def check(cfg: Config, space: dict[str, dict[str, Any]]) -> None:
             "stages.tune trains each trial in one process without overfit_one_batch: set "
             "train.devices=1 and run one tune worker per GPU (CUDA_VISIBLE_DEVICES) instead"
         )
+    known = flatten(to_dict(cfg))
     for key, spec in space.items():
-        for value in spec.get("choices", [spec.get("low"), spec.get("high")]):
-            with_params(cfg, {key: value})
+        check_key(key, known)
+        for name, value in tune.extremes(spec):  # through the schema's checks (types, ranges)
+            try:
+                with_params(cfg, {key: value})
+            except StagewiseError as e:
+                raise StagewiseError(
+                    f"tune.space.{key}: {name} {value!r} is refused: {e}"
+                ) from None
+
+
+def check_key(key: str, known: dict[str, str]) -> None:
+    """A key that a trial may set: one of the config's, and not one the pipeline's data
+    depends on."""
+    if key.split(".")[0] in ("data", "split", "tune"):
+        raise StagewiseError(
+            f"tune.space.{key}: a tune reuses the ingested data and split, so it cannot "
+            "search data.*, split.* or tune.*; use DVC experiments for those"
+        )
+    if key not in known:
+        close = difflib.get_close_matches(key, list(known), n=1)
+        hint = f"did you mean {close[0]}?" if close else "see conf/ for the keys"
+        raise StagewiseError(f"tune.space.{key}: {key} is not a config key; {hint}")
 
 
 def with_params(cfg: Config, params: dict[str, Any]) -> Config:
     """cfg with a trial's values, checked as a command line's overrides are."""
-    known = flatten(to_dict(cfg))
     conf = OmegaConf.create(to_dict(cfg))  # untyped: validated() names a mistyped value
     for key, value in params.items():
-        if key.split(".")[0] in ("data", "split", "tune"):
-            raise StagewiseError(
-                f"tune.space.{key}: a tune reuses the ingested data and split, so it cannot "
-                "search data.*, split.* or tune.*; use DVC experiments for those"
-            )
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f"did you mean {close[0]}?" if close else "see conf/ for the keys"
-            raise StagewiseError(f"tune.space.{key}: {key} is not a config key; {hint}")
         OmegaConf.update(conf, key, value)
     return validated(conf)
 
@@ -118,12 +138,23 @@ def objective(
     )
     run_id = read_json(ModelFiles(out.model_dir).run, "train")["run_id"]
     trial.set_user_attr(tune.TRIAL_RUN, run_id)
+    run = Run(open_store(paths), run_id)
     if pruning.pruned_at is not None:
-        Run(open_store(paths), run_id).set_tags(
-            {PRUNED_TAG: "true", "tune.pruned_epoch": pruning.pruned_at}
-        )
+        run.set_tags({PRUNED_TAG: "true", "tune.pruned_epoch": pruning.pruned_at})
     pruning.raise_if_pruned()
-    return value
+    return finite(value, cfg.compare.metric, run)
+
+
+def finite(value: float | None, metric: str, run: Run) -> float:
+    """The trial's value; NaN or inf fails the trial and its training run. Optuna would fail
+    the trial by itself, but the run would stay FINISHED, and sweep.reuse would then hand
+    its NaN to every later trial with the same values."""
+    if value is not None and math.isfinite(value):
+        return value
+    reason = f"{metric} is {value}, which no search can rank (did the training diverge?)"
+    run.set_tags({"error": reason})
+    run.end("FAILED")
+    raise StagewiseError(reason)
 
 
 def parent_run(paths: Paths, cfg: Config, study: Any) -> Run:
@@ -167,7 +198,21 @@ def end_parent(parent: Run, study: Any, started: list[int], status: str, metric:
     log.info("study %s: %s (%s)", study.study_name, summary, status)
 
 
-main = entrypoint(run)
+def main_run(cfg: Config) -> float | None:
+    """run(), with Ctrl-C as one line and 128 + SIGINT as the exit status (SIGTERM's is
+    128 + SIGTERM: stages.common), not Optuna's and Python's tracebacks."""
+    try:
+        return run(cfg)
+    except KeyboardInterrupt:
+        log.error(
+            "interrupted: study %s keeps its finished trials; run the same command again to "
+            "resume it",
+            cfg.tune.study,
+        )
+        sys.exit(128 + signal.SIGINT)
+
+
+main = entrypoint(main_run)
 
 if __name__ == "__main__":
     main()

@@ -11,9 +11,11 @@ project's MLflow store, which all workers see.
 
 import contextlib
 import logging
+import math
+import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,19 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PARENT_RUN = "mlflow_parent_run_id"
 WORKERS = "workers"
 TRIAL_RUN = "mlflow_run_id"
+# sqlite lets one writer in at a time: wait for the lock rather than fail a trial.
+# PostgreSQL: a host that does not answer fails in seconds, not after the OS's TCP timeout.
+CONNECT_ARGS = {"sqlite": {"timeout": 60}, "postgresql+psycopg2": {"connect_timeout": 10}}
+# A study's name becomes a folder (multirun/tune/<study>) and a lock file's name.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_study_name(name: str) -> None:
+    if not STUDY_NAME.fullmatch(name):
+        raise StagewiseError(
+            f"tune.study={name}: name a study with letters, digits, '-', '_' and '.' (starting "
+            "with a letter or digit): it names its folder multirun/tune/<study>"
+        )
 
 
 def search_space(space: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -79,6 +94,14 @@ def checked_dimension(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def extremes(spec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The values of a dimension that bound all the others it may give a trial, named: its
+    low and high ends, or each of its choices."""
+    if "choices" in spec:
+        return [("choice", choice) for choice in spec["choices"]]
+    return [("low", spec["low"]), ("high", spec["high"])]
+
+
 def suggest(trial: Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The trial's values: ints when both bounds are ints, else floats, or one of the choices."""
     params = {}
@@ -96,11 +119,6 @@ def suggest(trial: Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return params
 
 
-def first_values(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A value of every dimension, to check the keys and types before any trial runs."""
-    return {k: s["choices"][0] if "choices" in s else s["low"] for k, s in space.items()}
-
-
 def storage_url(cfg: TuneConfig, paths: Paths) -> str:
     if cfg.storage is None:
         paths.mlruns.mkdir(parents=True, exist_ok=True)
@@ -116,14 +134,18 @@ def storage_url(cfg: TuneConfig, paths: Paths) -> str:
             "tune.storage: keep the password out of the URL (the config is logged to MLflow); "
             "set PGPASSWORD or use ~/.pgpass"
         )
+    if url.drivername == "postgresql":
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not installed: the
+        # project has psycopg2 (requirements.lock), as scripts/tracking_server.sh's MLflow does.
+        return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     return cfg.storage
 
 
 def open_storage(url: str, cfg: TuneConfig) -> RDBStorage:
     """The study's storage, with heartbeats: a trial whose worker stopped beating for
     2 x heartbeat_s is failed, and run again with the same parameters (up to `retries` times)."""
-    # sqlite lets one writer in at a time: wait for the lock rather than fail a trial.
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    driver = make_url(url).drivername
+    engine = {"connect_args": CONNECT_ARGS[driver]} if driver in CONNECT_ARGS else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -137,10 +159,16 @@ def open_storage(url: str, cfg: TuneConfig) -> RDBStorage:
                 ),
             )
     except Exception as e:  # SQLAlchemy's and the drivers' errors have no common base
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StagewiseError(
-            f"tune.storage: cannot open {url} as an Optuna storage: {first}"
+            f"tune.storage: cannot open {url} as an Optuna storage: {first_line(e)}; start the "
+            "database or fix tune.storage"
         ) from None
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line of the log: its first line, or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def study_lock(paths: Paths, study: str) -> FileLock:
@@ -196,32 +224,71 @@ def run_trials(
     objective: Callable[[Trial], float],
     lock: FileLock,
     poll_s: float,
+    max_failed: int,
 ) -> None:
     """Run trials until `budget` of the study's trials are complete or pruned, counting every
     worker's. A worker starts a trial only while finished + running trials are short of the
     budget, under the lock until the trial exists; when the others' running trials make up
-    the rest, it waits for them (and runs the retry of one whose worker died)."""
+    the rest, it waits for them (and runs the retry of one whose worker died).
+
+    A trial that raises, or scores NaN or inf, is FAILED, logged in one line, and another
+    takes its place (Optuna counts no failed trial toward a budget), until `max_failed` of
+    this worker's trials have failed: then the search stops, naming the last failure."""
+    failures: list[str] = []
 
     def unlocked(trial: Trial) -> float:
         lock.release()
-        return objective(trial)
-
-    while True:
-        lock.acquire()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                fail_stale_trials(study)
-            n = counts(study)
-            if n["complete"] + n["pruned"] >= budget:
-                return
-            if n["complete"] + n["pruned"] + n["running"] < budget:
-                study.optimize(unlocked, n_trials=1)
-                continue
-        finally:
-            if lock.is_locked:
-                lock.release()
-        time.sleep(poll_s)
+            value = objective(trial)
+            if not math.isfinite(value):  # Optuna fails it too, but says so in two warnings
+                raise StagewiseError(f"its value is {value}")
+            return value
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            failures.append(f"trial {trial.number}: {first_line(e)}")
+            log.warning("trial %d failed: %s", trial.number, first_line(e))
+            raise
+
+    with quiet_failed_trials():
+        while len(failures) < max_failed:
+            lock.acquire()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    fail_stale_trials(study)
+                n = counts(study)
+                if n["complete"] + n["pruned"] >= budget:
+                    return
+                if n["complete"] + n["pruned"] + n["running"] < budget:
+                    study.optimize(unlocked, n_trials=1, catch=(Exception,))
+                    continue
+            finally:
+                if lock.is_locked:
+                    lock.release()
+            time.sleep(poll_s)
+    raise StagewiseError(
+        f"stopped study {study.study_name}: {len(failures)} of this run's trials failed "
+        f"(tune.max_failed_trials={max_failed}), the last, {failures[-1]}; fix that, or narrow "
+        "tune.space to values that train"
+    )
+
+
+@contextlib.contextmanager
+def quiet_failed_trials() -> Iterator[None]:
+    """Optuna logs a failed trial (an error, Ctrl-C) as two warnings, the first with the
+    traceback: run_trials logs one line instead. That module of Optuna's warns of nothing
+    else; its info lines (a trial finished, pruned) stay."""
+    logger = logging.getLogger("optuna.study._optimize")
+
+    def below_warning(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+    logger.addFilter(below_warning)
+    try:
+        yield
+    finally:
+        logger.removeFilter(below_warning)
 
 
 class ReportToTrial(Callback):

@@ -1,6 +1,6 @@
 """stages.tune on the real digits data in a copy of the project: pruning, a resume after a
-SIGKILL, two workers sharing one study, and a trial that reuses a finished run, each seen in
-Optuna's storage and in MLflow.
+SIGKILL, two workers sharing one study, a trial that reuses a finished run, a search whose
+every trial fails, and Ctrl-C, each seen in Optuna's storage and in MLflow.
 (A bad space is refused before any trial: tests/test_tune.py.)"""
 
 import signal
@@ -135,3 +135,59 @@ def test_a_trial_with_the_values_of_a_finished_training_reuses_its_run(project):
     assert not any("/" in name for name in children[1].data.metrics)  # no epochs: not trained
     assert study.trials[1].user_attrs["mlflow_run_id"] == children[1].info.run_id
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == 2
+
+
+def test_a_search_whose_every_trial_fails_stops_at_max_failed_trials(project):
+    """A learning rate of 1e6 makes the loss NaN (or training refuse it): every trial fails.
+    Optuna counts no failed trial toward tune.trials, so the search used to replace them
+    forever, each run logged FINISHED and each failure with a traceback."""
+    diverging = ("~tune.space", "+tune.space={train:{lr:{choices:[1.0e+6]}}}")
+    command = tune(
+        "diverging", *diverging, "tune.trials=3", "tune.max_failed_trials=2",
+        "compare.metric=valid_loss", "train.epochs=1",
+    )  # fmt: skip
+    ran = subprocess.run(command, cwd=project.root, env=project.env(), text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=240)  # fmt: skip
+    assert ran.returncode == 2, ran.stdout
+    lines = ran.stdout.strip().splitlines()
+    assert lines[-1].startswith(
+        "error: stopped study diverging: 2 of this run's trials failed "
+        "(tune.max_failed_trials=2), the last, trial 1: "
+    ), ran.stdout
+    assert [line.split(":")[0] for line in lines if " failed: " in line] == [
+        "trial 0 failed", "trial 1 failed",
+    ]  # fmt: skip
+    assert "Traceback" not in ran.stdout and "[W " not in ran.stdout  # Optuna's warnings
+    study = load_study(project, "diverging")
+    assert states(study) == {0: "FAIL", 1: "FAIL"}
+    parent, children = runs_of(project, study)
+    assert parent.info.status == "FAILED" and parent.data.metrics["failed_trials"] == 2
+    assert [c.info.status for c in children.values()] == ["FAILED"] * 2
+
+
+def test_ctrl_c_stops_a_search_in_one_line_with_exit_130(project, tmp_path):
+    output = tmp_path / "output.txt"
+    with output.open("w") as out:
+        worker = subprocess.Popen(
+            tune("interrupted", "tune.trials=2", "train.epochs=2000", "sweep.reuse=false"),
+            cwd=project.root, env=project.env(), text=True, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        client, deadline = mlflow_client(project), time.monotonic() + 120
+        training = "tags.`tune.study` = 'interrupted' AND tags.`tune.trial` = '0'"
+        while not client.search_runs(
+            [client.get_experiment_by_name("stagewise").experiment_id], training
+        ):
+            assert time.monotonic() < deadline and worker.poll() is None, output.read_text()
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=60) == 128 + signal.SIGINT, output.read_text()
+    printed = output.read_text()
+    assert printed.strip().splitlines()[-1] == (
+        "interrupted: study interrupted keeps its finished trials; run the same command again "
+        "to resume it"
+    )
+    assert "Traceback" not in printed and "[W " not in printed
+    study = load_study(project, "interrupted")
+    parent, children = runs_of(project, study)
+    assert parent.info.status == "KILLED" and children[0].info.status == "KILLED"

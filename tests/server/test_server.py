@@ -3,10 +3,12 @@ credentials kept out of everything it writes, authentication, and the server goi
 
 One module, so one pytest worker runs these in order: the outage test stops the server."""
 
+import os
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -128,7 +130,7 @@ def test_credentials_inside_the_tracking_uri_are_never_printed(project, server, 
     }
     try:
         results = [
-            project.run("dvc", "repro", "--force", "--downstream", "train"),
+            project.run("dvc", "repro", "--force", "--downstream", "train", "lr-find"),
             project.run("python", "-m", "stages.compare"),
         ]
     finally:
@@ -136,7 +138,7 @@ def test_credentials_inside_the_tracking_uri_are_never_printed(project, server, 
     output = "".join(result.stdout + result.stderr for result in results)
     assert secret not in output
     assert "View run" in output and f"at: {server.uri}/#/experiments/" in output
-    for stage in ("train", "evaluate", "test-holdout"):
+    for stage in ("train", "lr-find", "evaluate", "test-holdout"):
         assert f"Running stage '{stage}'" in output
     run = client().get_run(project.json("models/run.json")["run_id"])
     assert run.info.status == "FINISHED"
@@ -159,6 +161,43 @@ def test_a_refused_password_fails_before_training_in_one_line(project, server):
         assert "not-the-password" not in output and "epoch 1/" not in output
         (line,) = [line for line in output.splitlines() if line.startswith("error:")]
         assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+
+
+def test_a_study_on_the_servers_postgresql_with_the_documented_url(project, server):
+    """tune.storage=postgresql://user@host/db as the README gives it (the password from a
+    pgpass file), on the PostgreSQL that scripts/tracking_server.sh runs."""
+    import optuna
+
+    database = f"optuna_{uuid.uuid4().hex[:8]}"  # a server that CI or a user reuses
+    port = (server.dir / "pg_port").read_text().strip()
+    bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [*as_postgres, str(bin_dir / "psql"), "-h", str(server.dir / "pg"), "-p", port,
+         "-U", "postgres", "-v", "ON_ERROR_STOP=1"],
+        input=f"CREATE DATABASE {database} OWNER mlflow;", text=True, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    storage = f"postgresql://mlflow@127.0.0.1:{port}/{database}"
+    project.tracking = {**server.env(), "PGPASSFILE": str(server.dir / "pgpass")}
+    try:
+        result = project.run(
+            "python", "-m", "stages.tune", f"tune.storage={storage}", "tune.trials=2",
+            "tune.study=on-postgresql", check=False,
+        )  # fmt: skip
+    finally:
+        project.tracking = server.env()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output
+    os.environ["PGPASSFILE"] = str(server.dir / "pgpass")
+    try:
+        study = optuna.load_study(
+            study_name="on-postgresql",
+            storage=storage.replace("postgresql://", "postgresql+psycopg2://", 1),
+        )
+    finally:
+        del os.environ["PGPASSFILE"]
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
 
 
 def test_an_unreachable_server_fails_training_in_seconds_with_one_line(project, server, client):
