@@ -7,6 +7,8 @@ params.yaml is an error (tests/test_config.py checks that no default creeps back
 A key with a fixed set of choices is an Enum: OmegaConf refuses any other value, naming the
 key and the choices. They are StrEnums, so each member is its own string: it compares equal
 to it, and str(), f-strings and json.dumps give it (MLflow params, the config digest).
+A range that a type cannot say is checked by the dataclass's __post_init__, which
+OmegaConf.to_object runs (stages.common.validated).
 """
 
 import hashlib
@@ -14,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass
 from enum import Enum, StrEnum
 from typing import Any
+
+from pipeline.core.errors import StagewiseError
 
 
 class Task(StrEnum):
@@ -144,6 +148,14 @@ class ModelConfig:
     # with a scaled sigmoid (fastai's y_range). null = unbounded.
     y_range: list[float] | None
 
+    def __post_init__(self) -> None:
+        """A range the type cannot say, checked where the types are (validated())."""
+        if not 0 <= self.dropout < 1:
+            raise StagewiseError(
+                f"model.dropout={self.dropout}: must be in [0, 1), the fraction of features "
+                "dropped before the last layer"
+            )
+
 
 @dataclass
 class AugmentConfig:
@@ -232,6 +244,28 @@ class ServeConfig:
     host: str
     port: int
     max_request_mb: float
+    max_rows: int
+    max_request_megapixels: float
+    max_image_megapixels: float
+    max_json_values: int
+
+    def __post_init__(self) -> None:
+        """Ranges the types cannot say (a limit of 0 would refuse every request)."""
+        if not 1 <= self.port <= 65535:
+            raise StagewiseError(f"serve.port={self.port}: must be a TCP port, 1..65535")
+        limits = ("max_request_mb", "max_rows", "max_request_megapixels", "max_image_megapixels",
+                  "max_json_values")  # fmt: skip
+        for key in limits:
+            if not getattr(self, key) > 0:
+                raise StagewiseError(
+                    f"serve.{key}={getattr(self, key)}: must be above 0 (see conf/serve/default.yaml)"
+                )
+        if self.max_image_megapixels > self.max_request_megapixels:
+            raise StagewiseError(
+                f"serve.max_image_megapixels={self.max_image_megapixels} is above "
+                f"serve.max_request_megapixels={self.max_request_megapixels}: one image would be "
+                "allowed more than a whole request"
+            )
 
 
 @dataclass
@@ -251,6 +285,7 @@ class Pruner(StrEnum):
 @dataclass
 class TuneConfig:
     trials: int
+    max_failed_trials: int
     study: str
     storage: str | None  # an SQLAlchemy URL; None = mlruns/optuna.db
     seed: int
