@@ -2,6 +2,8 @@
 benchmarks/serve_throughput.py share it)."""
 
 import base64
+import contextlib
+import http.client
 import io
 import json
 import os
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -102,14 +105,20 @@ def served_process(
 def post(
     url: str, body: bytes | dict, timeout: float = 60, content_type: str = "application/json"
 ) -> tuple[int, bytes]:
-    """POST body (JSON, or a dict to send as JSON) to /invocations: (status, response body)."""
+    """POST body (JSON, or a dict to send as JSON) to /invocations: (status, response body).
+    A server that refuses a large body at once answers and closes while the body is still
+    being sent: like curl, this reads that early answer instead of failing on the broken pipe."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(f"{url}/invocations", data, {"Content-Type": content_type})
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        # the server may answer early and close; its answer is still there to be read
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.request("POST", "/invocations", data, {"Content-Type": content_type})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def images_request(files: list[bytes]) -> dict:
