@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.core.config import Resize
-from pipeline.core.errors import StagewiseError
+from pipeline.core.errors import StagewiseError, first_line
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ORIENTATION_TAG = 0x0112
@@ -85,12 +85,9 @@ def decode_bytes(raw: bytes, settings: DecodeSettings) -> Decoded:
 def one_line(error: Exception) -> str:
     """An exception as a short reason: its first line, or its type where it has no message;
     the type is named too where the message alone (e.g. a TypeError's) would not say much."""
-    lines = str(error).strip().splitlines()
-    if not lines:
-        return type(error).__name__
-    if isinstance(error, (OSError, ValueError, SyntaxError, EOFError)):
-        return lines[0]
-    return f"{type(error).__name__}: {lines[0]}"
+    if not str(error).strip() or isinstance(error, (OSError, ValueError, SyntaxError, EOFError)):
+        return first_line(error)
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def convert(image: Image.Image, settings: DecodeSettings) -> np.ndarray:

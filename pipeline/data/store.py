@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.errors import StagewiseError
+from pipeline.core.errors import StagewiseError, first_line
 
 
 def load_manifest(path: Path) -> pd.DataFrame:
@@ -56,9 +56,8 @@ def load_images(path: Path) -> np.ndarray:
     except (ValueError, EOFError) as e:
         # numpy's words for a cut-off file: "mmap length is greater than file size" (rows
         # missing), "EOF: reading array header", "No data left in file" (empty)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StagewiseError(
-            f"{path} is truncated or corrupt ({reason}); rerun ingest: dvc repro -f ingest"
+            f"{path} is truncated or corrupt ({first_line(e)}); rerun ingest: dvc repro -f ingest"
         ) from None
 
 

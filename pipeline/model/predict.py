@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core.errors import StagewiseError
+from pipeline.core.errors import StagewiseError, first_line
 from pipeline.core.io import atomic_write
 from pipeline.data.decode import BadImage, decode_bytes
 from pipeline.data.store import iter_chunks
@@ -37,8 +37,9 @@ def csv_paths(path: Path, source: str) -> list[Path]:
             "cannot be decoded); save it as UTF-8"
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise StagewiseError(f"predict.input={source} is not a readable CSV ({first})") from None
+        raise StagewiseError(
+            f"predict.input={source} is not a readable CSV ({first_line(e)})"
+        ) from None
     if "path" not in table.columns:
         raise StagewiseError(f"predict.input={source}: the CSV needs a path column")
     if empty := [i + 2 for i, v in enumerate(table["path"]) if not v.strip()]:

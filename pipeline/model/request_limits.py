@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from pipeline.core.errors import StagewiseError
+from pipeline.core.errors import StagewiseError, first_line
 from pipeline.data.decode import SIXTEEN_BIT_MODES
 
 # When the request being answered must be done (time.monotonic()), set by the server for each
@@ -173,8 +173,7 @@ def image_cost(raw: bytes) -> ImageCost:
     # errors, IndexError, ValueError from text chunks, ...); any of them is this file's error,
     # never the whole request's.
     except Exception as e:
-        lines = str(e).strip().splitlines()
-        return ImageCost(0, f"unreadable: {lines[0] if lines else type(e).__name__}")
+        return ImageCost(0, f"unreadable: {first_line(e)}")
     megapixels = width * height * weight / 1e6 + inflated * INFLATED_CHUNK_MEGAPIXELS
     return ImageCost(megapixels, "")
 

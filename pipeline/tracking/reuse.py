@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from pipeline.core.config import Config, to_dict
+from pipeline.core.errors import first_line
 from pipeline.core.io import file_md5
 from pipeline.core.paths import PROJECT_ROOT, Paths
 from pipeline.tracking.runs import Run, training_run
@@ -80,8 +81,7 @@ def finished_run(paths: Paths, experiment: str, key: str) -> FinishedRun | None:
             [found.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]
         )
     except Exception as e:  # any store, any driver: their errors have no common base
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        log.warning("cannot look for a finished run to reuse (%s); training the job", first)
+        log.warning("cannot look for a finished run to reuse (%s); training the job", first_line(e))
         return None
     return FinishedRun(runs[0].info.run_id, runs[0].data.metrics) if runs else None
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import ArgumentError
 
 from pipeline.core.config import Pruner, TuneConfig
 from pipeline.core.direction import optimization_direction
-from pipeline.core.errors import StagewiseError
+from pipeline.core.errors import StagewiseError, first_line
 from pipeline.core.paths import Paths
 from pipeline.train.loop import Callback, FitState
 
@@ -163,12 +163,6 @@ def open_storage(url: str, cfg: TuneConfig) -> RDBStorage:
             f"tune.storage: cannot open {url} as an Optuna storage: {first_line(e)}; start the "
             "database or fix tune.storage"
         ) from None
-
-
-def first_line(error: BaseException) -> str:
-    """An exception as one line of the log: its first line, or its type when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def study_lock(paths: Paths, study: str) -> FileLock:
